@@ -1,0 +1,21 @@
+"""sketchgn: sketch-preconditioned Gauss-Newton training of wide two-layer ReLU networks.
+
+Implements van den Brand, Peng, Song and Weinstein, "Training (Overparametrized) Neural Networks in
+Near-Linear Time" (ITCS 2021, arXiv:2006.11648), with its building blocks as public API: the fast
+Walsh-Hadamard transform and randomized Hadamard sketches.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version as _version
+
+from ._info import build_info
+from ._sketch import SRHT
+from ._transforms import fwht
+
+try:
+    __version__ = _version("sketchgn")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = build_info()["version"]
+
+__all__ = ["__version__", "build_info", "fwht", "SRHT"]

@@ -1,0 +1,117 @@
+"""Random sketches: the subsampled randomized Hadamard transform."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _core
+from ._validation import as_float_array, check_int, check_seed, resolve_n_threads
+
+__all__ = ["SRHT"]
+
+# to_dense() materialises n_out * n_in entries; beyond this it is surely a mistake.
+_MAX_DENSE_ENTRIES = 1 << 27
+
+
+class SRHT:
+    """Subsampled randomized Hadamard transform ``S = sqrt(n_pad / n_out) * P H D``.
+
+    ``D`` is a diagonal of random signs, ``H`` the orthonormal Walsh-Hadamard matrix on the input
+    zero-padded to ``n_pad`` (the next power of two >= ``n_in``), and ``P`` a uniform sample of
+    ``n_out`` of its rows without replacement, so that ``E[S.T @ S] = I``. For a k-dimensional
+    subspace and ``n_out`` a few times k, ``S`` is a subspace embedding.
+
+    Parameters
+    ----------
+    n_in : int
+        Length of the vectors sketched (>= 1).
+    n_out : int
+        Sketch size, ``1 <= n_out <= n_pad``.
+    seed : int or numpy.random.Generator, default 0
+        The signs and rows are a pure function of the seed: the same seed gives the same matrix on
+        any machine and for any thread count.
+
+    Examples
+    --------
+    >>> import numpy as np, sketchgn as sg
+    >>> S = sg.SRHT(1000, 64, seed=1)
+    >>> S.shape
+    (64, 1000)
+    >>> (S @ np.ones(1000)).shape
+    (64,)
+    """
+
+    def __init__(self, n_in, n_out, *, seed=0):
+        n_in = check_int(n_in, "n_in", minimum=1, maximum=2**40)
+        n_out = check_int(n_out, "n_out", minimum=1)
+        n_pad = 1 << (n_in - 1).bit_length()
+        if n_out > n_pad:
+            raise ValueError(
+                f"n_out must be <= n_pad = {n_pad} (n_in = {n_in} padded to a power of two), got {n_out}"
+            )
+        self._seed = check_seed(seed)
+        self._impl = _core.SRHT(n_in, n_out, self._seed)
+
+    @property
+    def shape(self):
+        return (self._impl.n_out, self._impl.n_in)
+
+    @property
+    def n_in(self):
+        return self._impl.n_in
+
+    @property
+    def n_out(self):
+        return self._impl.n_out
+
+    @property
+    def n_pad(self):
+        return self._impl.n_pad
+
+    @property
+    def rows(self):
+        """Sorted indices of the rows of ``H`` that are kept (length n_out)."""
+        return self._impl.rows
+
+    @property
+    def signs(self):
+        """The diagonal of ``D`` (length n_in, entries +1 or -1)."""
+        return self._impl.signs
+
+    def apply(self, A, n_threads=None):
+        """Sketch the columns of ``A``: shape ``(n_in,)`` -> ``(n_out,)``, ``(n_in, k)`` -> ``(n_out, k)``.
+
+        float32 input is computed in float32, integers are converted to float64.
+        """
+        nt = resolve_n_threads(n_threads)
+        arr = as_float_array(A, "A")
+        if arr.ndim not in (1, 2):
+            raise ValueError(f"A must have shape (n_in,) or (n_in, k), got an array of shape {arr.shape}")
+        if arr.shape[0] != self.n_in:
+            raise ValueError(f"A must have {self.n_in} rows (n_in), got shape {arr.shape}")
+        vector = arr.ndim == 1
+        out = self._impl.apply(arr.reshape(self.n_in, -1) if vector else arr, nt)
+        return out[:, 0] if vector else out
+
+    def __matmul__(self, A):
+        return self.apply(A)
+
+    def to_dense(self):
+        """The sketch as a dense ``(n_out, n_in)`` float64 array (for small sizes)."""
+        entries = self.n_out * self.n_in
+        if entries > _MAX_DENSE_ENTRIES:
+            raise ValueError(
+                f"to_dense() would materialise {self.n_out} x {self.n_in} = {entries} entries; "
+                f"it is meant for small sketches (at most {_MAX_DENSE_ENTRIES})"
+            )
+        return self.apply(np.eye(self.n_in))
+
+    def __repr__(self):
+        return f"SRHT(n_in={self.n_in}, n_out={self.n_out}, seed={self._seed})"
+
+    def __reduce__(self):
+        return (_rebuild_srht, (self.n_in, self.n_out, self._seed))
+
+
+def _rebuild_srht(n_in, n_out, seed):
+    return SRHT(n_in, n_out, seed=seed)

@@ -1,0 +1,87 @@
+"""The fast Walsh-Hadamard transform."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _core
+from ._validation import resolve_n_threads
+
+__all__ = ["fwht"]
+
+_FLOAT = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def fwht(x, *, normalize=False, out=None, n_threads=None):
+    """Walsh-Hadamard transform along the last axis.
+
+    Computes ``H_n @ x[..., :]`` for every leading index, where ``H_n`` is the Hadamard matrix in
+    natural (Sylvester) order, ``H_1 = [1]`` and ``H_2n = [[H_n, H_n], [H_n, -H_n]]`` (the matrix of
+    ``scipy.linalg.hadamard``). Cost O(n log n) per transform.
+
+    Parameters
+    ----------
+    x : array_like, shape (..., n)
+        n must be a power of two (n >= 1). float32 and float64 are computed in their own precision;
+        integer and bool input is converted to float64. Non-contiguous input is copied once.
+    normalize : bool, default False
+        Scale by ``1/sqrt(n)``, which makes the transform orthonormal and an involution.
+    out : ndarray, optional
+        C-contiguous, writeable array with the shape and dtype of the result. May be ``x`` itself for
+        an in-place transform.
+    n_threads : int or None
+        None or -1: all cores this process may use; k > 0: k threads. Threads share the batch and the
+        cache-sized blocks of one large transform. The result is bitwise identical for any value.
+
+    Returns
+    -------
+    ndarray
+        ``out`` if given, else a new array.
+    """
+    nt = resolve_n_threads(n_threads)
+    if type(normalize) is not bool:
+        if not isinstance(normalize, np.bool_):
+            raise TypeError(f"normalize must be a bool, got {type(normalize).__name__} {normalize!r}")
+        normalize = bool(normalize)
+
+    if type(x) is np.ndarray and x.dtype in _FLOAT and x.flags.c_contiguous:
+        src = x
+    else:
+        arr = np.asarray(x)
+        dt = arr.dtype
+        if dt in _FLOAT:
+            src = np.ascontiguousarray(arr)
+        elif dt.kind in "biu":
+            src = np.ascontiguousarray(arr, dtype=np.float64)
+        else:
+            raise TypeError(
+                "x must have dtype float32 or float64 (integers and bools are converted to float64), "
+                f"got {dt}"
+            )
+    if src.ndim == 0:
+        raise ValueError("x must have at least one dimension, got a 0-d array")
+    n = src.shape[-1]
+    if n < 1 or n & (n - 1):
+        raise ValueError(f"x must have a power-of-two length (>= 1) along its last axis, got {n}")
+
+    if out is None:
+        # A copy made above (non-contiguous or converted input) can be transformed in place.
+        dst = src if src is not x and not np.may_share_memory(src, x) else np.empty_like(src)
+    else:
+        if not isinstance(out, np.ndarray):
+            raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+        if out.dtype != src.dtype:
+            raise TypeError(f"out must have dtype {src.dtype} (the dtype of the result), got {out.dtype}")
+        if out.shape != src.shape:
+            raise ValueError(f"out must have shape {src.shape}, got {out.shape}")
+        if not out.flags.c_contiguous:
+            raise ValueError("out must be C-contiguous")
+        if not out.flags.writeable:
+            raise ValueError("out must be writeable (it is read-only)")
+        if out is not src and np.may_share_memory(out, src):
+            # Partial overlap (or out is a view of x): transform from a private copy.
+            src = src.copy()
+        dst = out
+    if src.size:
+        _core.fwht(src, dst, normalize, nt)
+    return dst

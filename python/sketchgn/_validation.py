@@ -1,0 +1,92 @@
+"""Argument checks shared by the public functions.
+
+Every check raises TypeError (wrong kind of object or dtype) or ValueError (shape, value) with a
+message that names the parameter, what was expected and what was given.
+"""
+
+from __future__ import annotations
+
+import numbers
+import operator
+import os
+
+import numpy as np
+
+__all__ = [
+    "resolve_n_threads",
+    "check_int",
+    "check_seed",
+    "as_float_array",
+    "check_finite",
+]
+
+
+def _available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
+_CORES = _available_cores()
+
+
+def resolve_n_threads(n_threads) -> int:
+    """scikit-learn semantics: None or -1 = every core this process may use, k > 0 = k threads."""
+    if n_threads is None:
+        return _CORES
+    if isinstance(n_threads, (bool, np.bool_)) or not isinstance(n_threads, numbers.Integral):
+        raise TypeError(f"n_threads must be None or an int, got {type(n_threads).__name__} {n_threads!r}")
+    n_threads = int(n_threads)
+    if n_threads == -1:
+        return _CORES
+    if n_threads < 1:
+        raise ValueError(f"n_threads must be None, -1 or a positive int, got {n_threads}")
+    return n_threads
+
+
+def check_int(value, name: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    """An integer (Python or NumPy, not bool or float) within [minimum, maximum]."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    value = operator.index(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}")
+    return value
+
+
+def check_seed(seed, name: str = "seed") -> int:
+    """An int in [0, 2**64) or a numpy.random.Generator (one 63-bit integer is drawn from it)."""
+    if isinstance(seed, np.random.Generator):
+        return int(seed.integers(0, 2**63, dtype=np.int64))
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral):
+        raise TypeError(
+            f"{name} must be an int or a numpy.random.Generator, got {type(seed).__name__} {seed!r}"
+        )
+    seed = int(seed)
+    if not 0 <= seed < 2**64:
+        raise ValueError(f"{name} must be in [0, 2**64), got {seed}")
+    return seed
+
+
+_FLOAT_KINDS = {np.dtype(np.float32), np.dtype(np.float64)}
+
+
+def as_float_array(x, name: str, *, dtypes=("float32", "float64")) -> np.ndarray:
+    """C-contiguous float32/float64 view of x (at most one copy). Integers and bools become float64;
+    float16, complex, object and anything else is a TypeError."""
+    arr = np.asarray(x)
+    dt = arr.dtype
+    if dt in _FLOAT_KINDS and dt.name in dtypes:
+        return np.ascontiguousarray(arr)
+    if dt.kind in "biu":
+        return np.ascontiguousarray(arr, dtype=np.float64)
+    allowed = " or ".join(dtypes)
+    raise TypeError(f"{name} must have dtype {allowed} (or an integer dtype), got {dt}")
+
+
+def check_finite(arr: np.ndarray, name: str) -> None:
+    if arr.size and not np.isfinite(arr).all():
+        raise ValueError(f"{name} must not contain NaN or Inf")
