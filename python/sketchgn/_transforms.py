@@ -5,15 +5,17 @@ from __future__ import annotations
 import numpy as np
 
 from . import _core
-from ._validation import resolve_n_threads
+from ._validation import _CORES, resolve_n_threads
 
 __all__ = ["fwht"]
 
 _FLOAT = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def fwht(x, *, normalize=False, out=None, n_threads=None):
-    """Walsh-Hadamard transform along the last axis.
+def _fwht_checked(x, *, normalize=False, out=None, n_threads=None):
+    """Validating implementation of :func:`fwht` (its fallback for anything but the fast path).
+
+    Walsh-Hadamard transform along the last axis.
 
     Computes ``H_n @ x[..., :]`` for every leading index, where ``H_n`` is the Hadamard matrix in
     natural (Sylvester) order, ``H_1 = [1]`` and ``H_2n = [[H_n, H_n], [H_n, -H_n]]`` (the matrix of
@@ -85,3 +87,9 @@ def fwht(x, *, normalize=False, out=None, n_threads=None):
     if src.size:
         _core.fwht(src, dst, normalize, nt)
     return dst
+
+
+# The public function is a C-level entry point with a fast path for arguments that need no checking
+# or conversion; everything else is passed to _fwht_checked (see cpp/bindings/bind_transforms.cpp).
+_core.configure_fwht_entry(_fwht_checked, _CORES)
+fwht = _core.fwht_entry
