@@ -22,6 +22,7 @@ void bind_info(py::module_& m) {
     d["build_type"] = info.build_type;
     return d;
   });
+  // (std::invalid_argument from a bad SKETCHGN_SIMD becomes ValueError; sketchgn calls this at import.)
   m.def("simd_level", [] { return std::string(simd_name(active_simd_level())); },
         "The SIMD path the kernels use now.");
   m.def("set_simd_level", [](const std::string& name) {
@@ -31,12 +32,6 @@ void bind_info(py::module_& m) {
       throw py::value_error(e.what());
     }
   }, py::arg("level"), "Switch the SIMD path (for tests); a level the CPU lacks is a ValueError.");
-  // Applies SKETCHGN_SIMD now, so that a bad value fails the import with a clear message.
-  try {
-    (void)active_simd_level();
-  } catch (const std::invalid_argument& e) {
-    throw py::value_error(e.what());
-  }
 }
 
 }  // namespace sketchgn::bindings

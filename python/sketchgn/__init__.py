@@ -9,9 +9,15 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version as _version
 
-from ._info import build_info
-from ._sketch import SRHT
-from ._transforms import fwht
+from . import _core
+
+# Applies SKETCHGN_SIMD now: an unknown value, or a path this CPU lacks, fails the import with a
+# ValueError that says so (rather than an illegal instruction later).
+_core.simd_level()
+
+from ._info import build_info  # noqa: E402
+from ._sketch import SRHT  # noqa: E402
+from ._transforms import fwht  # noqa: E402
 
 try:
     __version__ = _version("sketchgn")

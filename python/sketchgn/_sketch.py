@@ -85,7 +85,7 @@ class SRHT:
         """
         nt = resolve_n_threads(n_threads)
         arr = as_float_array(A, "A")
-        if arr.ndim not in (1, 2):
+        if arr.ndim not in (1, 2):  # 0-d included
             raise ValueError(f"A must have shape (n_in,) or (n_in, k), got an array of shape {arr.shape}")
         if arr.shape[0] != self.n_in:
             raise ValueError(f"A must have {self.n_in} rows (n_in), got shape {arr.shape}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _core
-from ._validation import _CORES, resolve_n_threads
+from ._validation import _CORES, as_float_array, resolve_n_threads
 
 __all__ = ["fwht"]
 
@@ -46,22 +46,15 @@ def _fwht_checked(x, *, normalize=False, out=None, n_threads=None):
             raise TypeError(f"normalize must be a bool, got {type(normalize).__name__} {normalize!r}")
         normalize = bool(normalize)
 
-    if type(x) is np.ndarray and x.dtype in _FLOAT and x.flags.c_contiguous:
+    if type(x) is np.ndarray and x.dtype in _FLOAT and x.flags.c_contiguous and x.ndim:
         src = x
     else:
-        arr = np.asarray(x)
-        dt = arr.dtype
-        if dt in _FLOAT:
-            src = np.ascontiguousarray(arr)
-        elif dt.kind in "biu":
-            src = np.ascontiguousarray(arr, dtype=np.float64)
-        else:
-            raise TypeError(
-                "x must have dtype float32 or float64 (integers and bools are converted to float64), "
-                f"got {dt}"
-            )
-    if src.ndim == 0:
-        raise ValueError("x must have at least one dimension, got a 0-d array")
+        if np.ndim(x) == 0:
+            raise ValueError(f"x must have at least one dimension, got a 0-d {type(x).__name__}")
+        try:
+            src = as_float_array(x, "x")
+        except TypeError as exc:
+            raise TypeError(f"{exc} (integers and bools are converted to float64)") from None
     n = src.shape[-1]
     if n < 1 or n & (n - 1):
         raise ValueError(f"x must have a power-of-two length (>= 1) along its last axis, got {n}")

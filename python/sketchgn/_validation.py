@@ -29,6 +29,8 @@ def _available_cores() -> int:
 
 
 _CORES = _available_cores()
+# More threads than this is surely a mistake (and would not fit the C++ int).
+_MAX_THREADS = 1 << 16
 
 
 def resolve_n_threads(n_threads) -> int:
@@ -40,8 +42,10 @@ def resolve_n_threads(n_threads) -> int:
     n_threads = int(n_threads)
     if n_threads == -1:
         return _CORES
-    if n_threads < 1:
-        raise ValueError(f"n_threads must be None, -1 or a positive int, got {n_threads}")
+    if n_threads < 1 or n_threads > _MAX_THREADS:
+        raise ValueError(
+            f"n_threads must be None, -1 or a positive int <= {_MAX_THREADS}, got {n_threads}"
+        )
     return n_threads
 
 
@@ -79,12 +83,18 @@ def as_float_array(x, name: str, *, dtypes=("float32", "float64")) -> np.ndarray
     float16, complex, object and anything else is a TypeError."""
     arr = np.asarray(x)
     dt = arr.dtype
+    if dt.kind == "f" and dt.itemsize in (4, 8) and not dt.isnative:
+        dt = dt.newbyteorder("=")  # byte-swapped float32/float64: one converting copy
     if dt in _FLOAT_KINDS and dt.name in dtypes:
-        return np.ascontiguousarray(arr)
-    if dt.kind in "biu":
-        return np.ascontiguousarray(arr, dtype=np.float64)
-    allowed = " or ".join(dtypes)
-    raise TypeError(f"{name} must have dtype {allowed} (or an integer dtype), got {dt}")
+        target = dt
+    elif dt.kind in "biu":
+        target = np.dtype(np.float64)
+    else:
+        allowed = " or ".join(dtypes)
+        raise TypeError(f"{name} must have dtype {allowed} (or an integer dtype), got {arr.dtype}")
+    if arr.ndim == 0:  # np.ascontiguousarray would turn it into shape (1,)
+        return np.asarray(arr, dtype=target)
+    return np.ascontiguousarray(arr, dtype=target)
 
 
 def check_finite(arr: np.ndarray, name: str) -> None:
