@@ -17,6 +17,7 @@ using CArray = py::array_t<T, py::array::c_style>;
 void bind_info(py::module_& m);
 void bind_transforms(py::module_& m);
 void bind_sketch(py::module_& m);
+void bind_jacobian(py::module_& m);
 
 // The Python layer validates everything; these re-checks guard the C++ core against a caller that
 // bypasses it (nothing reaches a kernel with a size it cannot handle).

@@ -13,7 +13,7 @@
 #include <cmath>
 
 #include "kernels/fwht_kernels.hpp"
-#include "sketchgn/simd.hpp"
+#include "kernels/select.hpp"
 
 namespace sketchgn {
 namespace {
@@ -27,17 +27,7 @@ constexpr int kCombineLog2 = 3;
 // Below this many elements in total the transform runs on one thread (thread start-up dominates).
 constexpr i64 kSerialElements = 1 << 15;
 
-const kernels::FwhtKernels& active_kernels() {
-  switch (active_simd_level()) {
-#if defined(SKETCHGN_HAVE_KERNELS_AVX512)
-    case SimdLevel::avx512: return kernels::avx512::fwht_kernels();
-#endif
-#if defined(SKETCHGN_HAVE_KERNELS_AVX2)
-    case SimdLevel::avx2: return kernels::avx2::fwht_kernels();
-#endif
-    default: return kernels::baseline::fwht_kernels();
-  }
-}
+const kernels::FwhtKernels& active_kernels() { return SKETCHGN_SELECT_KERNELS(fwht_kernels); }
 
 template <class T>
 struct Kernels {

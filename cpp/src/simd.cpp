@@ -15,7 +15,8 @@ bool cpu_has(SimdLevel level) {
     case SimdLevel::baseline: return true;
     case SimdLevel::avx2:
 #if defined(SKETCHGN_HAVE_KERNELS_AVX2)
-      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+             __builtin_cpu_supports("popcnt");
 #else
       return false;
 #endif
@@ -23,7 +24,7 @@ bool cpu_has(SimdLevel level) {
 #if defined(SKETCHGN_HAVE_KERNELS_AVX512)
       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
              __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx2") &&
-             __builtin_cpu_supports("fma");
+             __builtin_cpu_supports("fma") && __builtin_cpu_supports("popcnt");
 #else
       return false;
 #endif

@@ -16,6 +16,7 @@ from . import _core
 _core.simd_level()
 
 from ._info import build_info  # noqa: E402
+from ._jacobian import ReLUJacobian  # noqa: E402
 from ._sketch import SRHT  # noqa: E402
 from ._transforms import fwht  # noqa: E402
 
@@ -24,4 +25,4 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = build_info()["version"]
 
-__all__ = ["__version__", "build_info", "fwht", "SRHT"]
+__all__ = ["__version__", "build_info", "fwht", "SRHT", "ReLUJacobian"]
