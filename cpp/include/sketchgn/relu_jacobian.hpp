@@ -70,7 +70,11 @@ class ReLUJacobian {
   std::vector<double> f_;       // (n,)
   std::int64_t nnz_ = 0;
   bool sparse_ = false;
-  std::vector<std::int64_t> row_ptr_, col_ptr_;  // CSR (by sample) and CSC (by neuron)
+  // Sparse lists, blocked so that the rows of V (or X) one block touches stay in L2:
+  // for each block of sparse_neuron_block_ neurons a CSR by sample (row_ptr_ (blocks, n + 1)), and
+  // for each block of sparse_sample_block_ samples a CSC by neuron (col_ptr_ (blocks, m + 1)).
+  std::int64_t sparse_neuron_block_ = 0, sparse_sample_block_ = 0;
+  std::vector<std::int64_t> row_ptr_, col_ptr_;
   std::vector<std::int32_t> cols_, rows_;
 };
 

@@ -31,11 +31,12 @@ struct JacobianKernels {
   void (*common_active)(const std::uint8_t* bits, std::int64_t words_per_row, std::int64_t i0,
                         std::int64_t i1, std::int64_t j0, std::int64_t j1, double* counts,
                         std::int64_t ld);
-  // Sparse pattern. out[i] = x_i . (sum_{r in row i} a_r v_r), v (m, d_pad); work has d_pad entries.
+  // Sparse pattern, lists of one block (see relu_jacobian.cpp). out[i] += x_i . (sum_{r in row i}
+  // a_r v_r), v (m, d_pad); work has d_pad entries.
   void (*sparse_matvec)(const double* x, std::int64_t d_pad, const std::int64_t* row_ptr,
                         const std::int32_t* cols, const double* a, const double* v, std::int64_t i0,
                         std::int64_t i1, double* out, double* work);
-  // g[r, :] = sum_{i in column r} u_i x_i for r in [r0, r1), g (m, d_pad).
+  // g[r, :] += sum_{i in column r} u_i x_i for r in [r0, r1), g (m, d_pad).
   void (*sparse_rmatvec)(const double* x, std::int64_t d_pad, const std::int64_t* col_ptr,
                          const std::int32_t* rows, const double* u, std::int64_t r0, std::int64_t r1,
                          double* g);
