@@ -14,9 +14,16 @@ import zlib
 
 import numpy as np
 import pytest
+from hypothesis import settings
 
 import sketchgn as sg
 from sketchgn import _core
+
+# In CI, property tests draw the same examples on every run (a failure there is reproducible, not
+# flaky); locally they explore new ones.
+settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 SIMD_LEVELS = tuple(sg.build_info()["simd_available"])
 INITIAL_SIMD_LEVEL = _core.simd_level()

@@ -286,10 +286,21 @@ void ReLUJacobian::gram(double* G, int n_threads) const {
   const Eigen::Map<const RowMatrix> X(x_.data(), n_, d_pad_);
   const i64 tiles = (n_ + kGramTile - 1) / kGramTile;
   const i64 pairs = tiles * (tiles + 1) / 2;
-  const double inv_m = 1.0 / static_cast<double>(m_);
-  const int threads = threads_for(static_cast<double>(n_) * n_ * m_ / 64, n_threads);
-  // Lower-triangular tiles (ti >= tj), each computed by one thread: counts of common active neurons
-  // by popcount, times the tile of X X^T, then mirrored.
+  // (D diag(a^2) D^T)_ij: with |a_r| all equal (a in {-1, +1} in the paper) it is a^2 times the
+  // number of neurons active for both samples, a popcount of ANDed bit rows. Otherwise a GEMM of
+  // the tiles of D diag(|a|).
+  bool uniform = true;
+  for (i64 r = 1; r < m_ && uniform; ++r) uniform = std::abs(a_[r]) == std::abs(a_[0]);
+  const double weight = uniform ? a_[0] * a_[0] / static_cast<double>(m_) : 1.0 / static_cast<double>(m_);
+  const int threads = threads_for(static_cast<double>(n_) * n_ * m_ / (uniform ? 64 : 1), n_threads);
+  auto weighted_tile = [&](i64 i0, i64 i1) {
+    RowMatrix t = RowMatrix::Zero(i1 - i0, m_);
+    for (i64 i = i0; i < i1; ++i)
+      for (i64 r = 0; r < m_; ++r)
+        if (active(i, r)) t(i - i0, r) = std::abs(a_[r]);
+    return t;
+  };
+  // Lower-triangular tiles (ti >= tj), each computed by one thread, then mirrored.
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 4)
   for (i64 p = 0; p < pairs; ++p) {
     i64 ti = static_cast<i64>((std::sqrt(8.0 * static_cast<double>(p) + 1.0) - 1.0) / 2.0);
@@ -298,11 +309,17 @@ void ReLUJacobian::gram(double* G, int n_threads) const {
     const i64 tj = p - ti * (ti + 1) / 2;
     const i64 i0 = ti * kGramTile, i1 = std::min(n_, i0 + kGramTile);
     const i64 j0 = tj * kGramTile, j1 = std::min(n_, j0 + kGramTile);
-    kern.common_active(bits_.data(), row_bytes_ / 8, i0, i1, j0, j1, G, n_);
+    RowMatrix common;
+    if (uniform) {
+      kern.common_active(bits_.data(), row_bytes_ / 8, i0, i1, j0, j1, G, n_);
+    } else {
+      common = weighted_tile(i0, i1) * weighted_tile(j0, j1).transpose();
+    }
     const RowMatrix xx = X.middleRows(i0, i1 - i0) * X.middleRows(j0, j1 - j0).transpose();
     for (i64 i = i0; i < i1; ++i)
       for (i64 j = j0; j < (ti == tj ? i + 1 : j1); ++j) {  // diagonal tile: its lower half only
-        const double v = G[i * n_ + j] * xx(i - i0, j - j0) * inv_m;
+        const double c = uniform ? G[i * n_ + j] : common(i - i0, j - j0);
+        const double v = c * xx(i - i0, j - j0) * weight;
         G[i * n_ + j] = v;
         G[j * n_ + i] = v;
       }
