@@ -18,6 +18,7 @@ void bind_info(py::module_& m);
 void bind_transforms(py::module_& m);
 void bind_sketch(py::module_& m);
 void bind_jacobian(py::module_& m);
+void bind_solver(py::module_& m);
 
 // The Python layer validates everything; these re-checks guard the C++ core against a caller that
 // bypasses it (nothing reaches a kernel with a size it cannot handle).

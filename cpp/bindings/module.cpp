@@ -8,4 +8,5 @@ PYBIND11_MODULE(_core, m) {
   sketchgn::bindings::bind_transforms(m);
   sketchgn::bindings::bind_sketch(m);
   sketchgn::bindings::bind_jacobian(m);
+  sketchgn::bindings::bind_solver(m);
 }

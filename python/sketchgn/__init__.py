@@ -17,7 +17,8 @@ _core.simd_level()
 
 from ._info import build_info  # noqa: E402
 from ._jacobian import ReLUJacobian  # noqa: E402
-from ._sketch import SRHT  # noqa: E402
+from ._sketch import SRHT, KroneckerSRHT  # noqa: E402
+from ._solve import SketchPreconditioner, SolveResult, solve_gn  # noqa: E402
 from ._transforms import fwht  # noqa: E402
 
 try:
@@ -25,4 +26,14 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = build_info()["version"]
 
-__all__ = ["__version__", "build_info", "fwht", "SRHT", "ReLUJacobian"]
+__all__ = [
+    "__version__",
+    "build_info",
+    "fwht",
+    "SRHT",
+    "KroneckerSRHT",
+    "ReLUJacobian",
+    "SketchPreconditioner",
+    "SolveResult",
+    "solve_gn",
+]

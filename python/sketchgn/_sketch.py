@@ -7,7 +7,7 @@ import numpy as np
 from . import _core
 from ._validation import as_float_array, check_int, check_seed, resolve_n_threads
 
-__all__ = ["SRHT"]
+__all__ = ["SRHT", "KroneckerSRHT"]
 
 # to_dense() materialises n_out * n_in entries; beyond this it is surely a mistake.
 _MAX_DENSE_ENTRIES = 1 << 27
@@ -115,3 +115,103 @@ class SRHT:
 
 def _rebuild_srht(n_in, n_out, seed):
     return SRHT(n_in, n_out, seed=seed)
+
+
+class KroneckerSRHT:
+    """Kronecker ("tensor") SRHT: sketches vectors of the form ``u (x) x`` without forming them.
+
+    Row j of the sketch is ``sqrt(m_pad d_pad / n_out) * (H D1 u)[p_j] * (H D2 x)[q_j]`` with ``H``
+    orthonormal Walsh-Hadamard matrices of sizes ``m_pad``, ``d_pad`` (m and d padded to powers of
+    two), ``D1``, ``D2`` random signs and ``(p_j, q_j)`` a uniform sample of ``n_out`` distinct cells
+    of the ``m_pad x d_pad`` grid. ``E[S.T @ S] = I``. Sketching k columns ``U[i] (x) X[i]`` costs
+    ``O(k (m log m + d log d) + n_out k)`` instead of ``O(k m d log(m d))``.
+
+    Parameters
+    ----------
+    m, d : int
+        The two factor lengths (vectors of length ``m * d``, row-major index ``r * d + j``).
+    n_out : int
+        Sketch size, ``1 <= n_out <= m_pad * d_pad``.
+    seed : int or numpy.random.Generator, default 0
+        Fixes the signs and cells on every machine and for every thread count.
+    """
+
+    def __init__(self, m, d, n_out, *, seed=0):
+        m = check_int(m, "m", minimum=1, maximum=2**40)
+        d = check_int(d, "d", minimum=1, maximum=2**40)
+        n_out = check_int(n_out, "n_out", minimum=1)
+        m_pad = 1 << (m - 1).bit_length()
+        d_pad = 1 << (d - 1).bit_length()
+        if n_out > m_pad * d_pad:
+            raise ValueError(f"n_out must be <= m_pad * d_pad = {m_pad * d_pad}, got {n_out}")
+        self._seed = check_seed(seed)
+        self._impl = _core.KroneckerSRHT(m, d, n_out, self._seed)
+
+    @property
+    def shape(self):
+        return (self._impl.n_out, self._impl.m * self._impl.d)
+
+    @property
+    def m(self):
+        return self._impl.m
+
+    @property
+    def d(self):
+        return self._impl.d
+
+    @property
+    def n_out(self):
+        return self._impl.n_out
+
+    @property
+    def cells(self):
+        """The sampled cells as two arrays ``(p, q)`` (row of ``H D1``, row of ``H D2``)."""
+        return self._impl.rows_u, self._impl.rows_x
+
+    @property
+    def signs(self):
+        """The diagonals of ``D1`` (length m) and ``D2`` (length d)."""
+        return self._impl.signs_u, self._impl.signs_x
+
+    def apply_kron(self, U, X, n_threads=None):
+        """Sketch of the k columns ``U[i] (x) X[i]``: U (k, m), X (k, d) -> (n_out, k)."""
+        nt = resolve_n_threads(n_threads)
+        U = np.ascontiguousarray(as_float_array(U, "U"), dtype=np.float64)
+        X = np.ascontiguousarray(as_float_array(X, "X"), dtype=np.float64)
+        if U.ndim != 2 or U.shape[1] != self.m:
+            raise ValueError(f"U must have shape (k, {self.m}), got {U.shape}")
+        if X.ndim != 2 or X.shape[1] != self.d:
+            raise ValueError(f"X must have shape (k, {self.d}), got {X.shape}")
+        if U.shape[0] != X.shape[0]:
+            raise ValueError(f"U and X must have the same number of rows k, got {U.shape[0]} and {X.shape[0]}")
+        return self._impl.apply_kron(U, X, nt)
+
+    def apply(self, A, n_threads=None):
+        """Sketch ordinary columns: A (m*d,) -> (n_out,), (m*d, k) -> (n_out, k)."""
+        nt = resolve_n_threads(n_threads)
+        arr = np.ascontiguousarray(as_float_array(A, "A"), dtype=np.float64)
+        md = self.m * self.d
+        if arr.ndim not in (1, 2) or arr.shape[0] != md:
+            raise ValueError(f"A must have shape ({md},) or ({md}, k), got {arr.shape}")
+        out = self._impl.apply(arr.reshape(md, -1), nt)
+        return out[:, 0] if arr.ndim == 1 else out
+
+    def __matmul__(self, A):
+        return self.apply(A)
+
+    def to_dense(self):
+        """The sketch as a dense ``(n_out, m*d)`` array (for small sizes)."""
+        md = self.m * self.d
+        if self.n_out * md > _MAX_DENSE_ENTRIES:
+            raise ValueError(f"to_dense() would materialise {self.n_out} x {md} entries")
+        return self.apply(np.eye(md))
+
+    def __repr__(self):
+        return f"KroneckerSRHT(m={self.m}, d={self.d}, n_out={self.n_out}, seed={self._seed})"
+
+    def __reduce__(self):
+        return (_rebuild_kronecker, (self.m, self.d, self.n_out, self._seed))
+
+
+def _rebuild_kronecker(m, d, n_out, seed):
+    return KroneckerSRHT(m, d, n_out, seed=seed)

@@ -1,0 +1,168 @@
+// Bindings of the Gauss-Newton solver pieces: the Kronecker sketch, sketches of J^T, triangular
+// solves with the preconditioner's R, and the PCG loop (which runs with the GIL released and takes it
+// back briefly between iterations to let Ctrl-C through).
+#include <Python.h>
+
+#include "bindings.hpp"
+#include "sketchgn/jacobian_sketch.hpp"
+#include "sketchgn/kronecker_srht.hpp"
+#include "sketchgn/pcg.hpp"
+
+namespace sketchgn::bindings {
+
+namespace {
+
+CArray<double> sketch_transpose(const ReLUJacobian& J, const std::string& kind, std::int64_t s,
+                                std::uint64_t seed, int n_threads) {
+  checked_threads(n_threads);
+  require(s >= 1, "sketch size must be >= 1");
+  CArray<double> T({static_cast<py::ssize_t>(J.n()), static_cast<py::ssize_t>(s)});
+  double* t = T.mutable_data();
+  if (kind == "kronecker") {
+    require(s <= next_power_of_two(J.m()) * next_power_of_two(J.d()), "sketch size too large for 'kronecker'");
+    py::gil_scoped_release release;
+    const KroneckerSRHT S(J.m(), J.d(), s, seed);
+    sketch_jacobian_kronecker(J, S, t, n_threads);
+  } else if (kind == "srht") {
+    require(s <= next_power_of_two(J.m() * J.d()), "sketch size too large for 'srht'");
+    py::gil_scoped_release release;
+    const SRHT S(J.m() * J.d(), s, seed);
+    sketch_jacobian_srht(J, S, t, n_threads);
+  } else if (kind == "gaussian") {
+    py::gil_scoped_release release;
+    sketch_jacobian_gaussian(J, s, seed, t, n_threads);
+  } else {
+    throw py::value_error("unknown sketch '" + kind + "'");
+  }
+  return T;
+}
+
+void check_square(const CArray<double>& R, std::int64_t n) {
+  require(R.ndim() == 2 && R.shape(0) == n && R.shape(1) == n, "R must be (n, n)");
+}
+
+}  // namespace
+
+void bind_solver(py::module_& m) {
+  py::class_<KroneckerSRHT>(m, "KroneckerSRHT")
+      .def(py::init([](std::int64_t mm, std::int64_t d, std::int64_t n_out, std::uint64_t seed) {
+             require(mm >= 1 && d >= 1, "KroneckerSRHT: m and d must be >= 1");
+             require(n_out >= 1 && n_out <= next_power_of_two(mm) * next_power_of_two(d),
+                     "KroneckerSRHT: n_out must be in [1, m_pad * d_pad]");
+             py::gil_scoped_release release;
+             return KroneckerSRHT(mm, d, n_out, seed);
+           }),
+           py::arg("m"), py::arg("d"), py::arg("n_out"), py::arg("seed"))
+      .def_property_readonly("m", &KroneckerSRHT::m)
+      .def_property_readonly("d", &KroneckerSRHT::d)
+      .def_property_readonly("n_out", &KroneckerSRHT::n_out)
+      .def_property_readonly("m_pad", &KroneckerSRHT::m_pad)
+      .def_property_readonly("d_pad", &KroneckerSRHT::d_pad)
+      .def_property_readonly("rows_u", [](const KroneckerSRHT& s) {
+        return CArray<std::int64_t>(static_cast<py::ssize_t>(s.rows_u().size()), s.rows_u().data());
+      })
+      .def_property_readonly("rows_x", [](const KroneckerSRHT& s) {
+        return CArray<std::int64_t>(static_cast<py::ssize_t>(s.rows_x().size()), s.rows_x().data());
+      })
+      .def_property_readonly("signs_u", [](const KroneckerSRHT& s) {
+        CArray<double> out(static_cast<py::ssize_t>(s.m()));
+        for (std::int64_t i = 0; i < s.m(); ++i) out.mutable_at(i) = s.signs_u()[i];
+        return out;
+      })
+      .def_property_readonly("signs_x", [](const KroneckerSRHT& s) {
+        CArray<double> out(static_cast<py::ssize_t>(s.d()));
+        for (std::int64_t i = 0; i < s.d(); ++i) out.mutable_at(i) = s.signs_x()[i];
+        return out;
+      })
+      .def("apply_kron", [](const KroneckerSRHT& s, const CArray<double>& U, const CArray<double>& X, int n_threads) {
+        checked_threads(n_threads);
+        require(U.ndim() == 2 && X.ndim() == 2 && U.shape(0) == X.shape(0) && U.shape(1) == s.m() &&
+                    X.shape(1) == s.d(), "KroneckerSRHT.apply_kron: U must be (k, m) and X (k, d)");
+        const std::int64_t k = U.shape(0);
+        CArray<double> out({static_cast<py::ssize_t>(s.n_out()), static_cast<py::ssize_t>(k)});
+        const double* u = U.data();
+        const double* x = X.data();
+        double* o = out.mutable_data();
+        py::gil_scoped_release release;
+        s.apply_kron(u, x, k, o, n_threads);
+        return out;
+      }, py::arg("U").noconvert(), py::arg("X").noconvert(), py::arg("n_threads"))
+      .def("apply", [](const KroneckerSRHT& s, const CArray<double>& A, int n_threads) {
+        checked_threads(n_threads);
+        require(A.ndim() == 2 && A.shape(0) == s.m() * s.d(), "KroneckerSRHT.apply: A must be (m*d, k)");
+        const std::int64_t k = A.shape(1);
+        CArray<double> out({static_cast<py::ssize_t>(s.n_out()), static_cast<py::ssize_t>(k)});
+        const double* a = A.data();
+        double* o = out.mutable_data();
+        py::gil_scoped_release release;
+        s.apply(a, k, o, n_threads);
+        return out;
+      }, py::arg("A").noconvert(), py::arg("n_threads"));
+
+  m.def("sketch_jacobian_transpose", &sketch_transpose, py::arg("J"), py::arg("kind"), py::arg("s"),
+        py::arg("seed"), py::arg("n_threads"),
+        "T (n, s) = (S J^T)^T for the sketch kind 'kronecker', 'srht' or 'gaussian'.");
+
+  m.def("solve_upper", [](const CArray<double>& R, const CArray<double>& z, bool transpose, int n_threads) {
+    checked_threads(n_threads);
+    const std::int64_t n = R.ndim() == 2 ? R.shape(0) : -1;
+    check_square(R, n);
+    require(z.ndim() == 1 && z.shape(0) == n, "z must be (n,)");
+    CArray<double> y(static_cast<py::ssize_t>(n));
+    const double* rp = R.data();
+    const double* zp = z.data();
+    double* yp = y.mutable_data();
+    py::gil_scoped_release release;
+    if (transpose)
+      solve_upper_transpose(rp, n, zp, yp, n_threads);
+    else
+      solve_upper(rp, n, zp, yp, n_threads);
+    return y;
+  }, py::arg("R").noconvert(), py::arg("z").noconvert(), py::arg("transpose"), py::arg("n_threads"));
+
+  m.def("pcg", [](const ReLUJacobian& J, const CArray<double>& r, double damping, py::object R_obj,
+                  double tol, std::int64_t maxiter, const CArray<double>& x0, int n_threads) {
+    checked_threads(n_threads);
+    const std::int64_t n = J.n();
+    require(r.ndim() == 1 && r.shape(0) == n, "r must be (n,)");
+    require(x0.ndim() == 1 && x0.shape(0) == n, "x0 must be (n,)");
+    const double* Rp = nullptr;
+    CArray<double> R;
+    if (!R_obj.is_none()) {
+      R = R_obj.cast<CArray<double>>();
+      check_square(R, n);
+      Rp = R.data();
+    }
+    CArray<double> g(static_cast<py::ssize_t>(n));
+    std::copy(x0.data(), x0.data() + n, g.mutable_data());
+    const double* rp = r.data();
+    double* gp = g.mutable_data();
+    bool signalled = false;
+    // Between iterations: take the GIL just long enough to run Python's signal handlers.
+    auto interrupted = [&signalled]() {
+      py::gil_scoped_acquire acquire;
+      if (PyErr_CheckSignals() != 0) {
+        signalled = true;
+        return true;
+      }
+      return false;
+    };
+    PcgResult res;
+    {
+      py::gil_scoped_release release;
+      res = pcg_solve(J, rp, damping, Rp, tol, maxiter, gp, n_threads, interrupted);
+    }
+    if (signalled) throw py::error_already_set();
+    py::dict info;
+    info["iterations"] = res.iterations;
+    info["residual"] = res.residual;
+    info["converged"] = res.converged;
+    info["breakdown"] = res.breakdown;
+    info["seconds_products"] = res.seconds_products;
+    info["seconds_preconditioner"] = res.seconds_preconditioner;
+    return py::make_tuple(g, info);
+  }, py::arg("J"), py::arg("r").noconvert(), py::arg("damping"), py::arg("R"), py::arg("tol"),
+     py::arg("maxiter"), py::arg("x0").noconvert(), py::arg("n_threads"));
+}
+
+}  // namespace sketchgn::bindings

@@ -1,0 +1,43 @@
+// Preconditioned conjugate gradient for the Gauss-Newton system (J J^T + damping I) g = r.
+//
+// The preconditioner is M = R^T R with R (n x n, upper triangular) from the factorization of a
+// sketch of [J^T; sqrt(damping) I]: then A R^{-1} is well conditioned and CG on the system needs
+// O(log 1/eps) iterations whatever the conditioning of J J^T. Each iteration is one J^T u, one J v
+// and two triangular solves. Without R it is plain CG.
+//
+// Stopping: the recursively updated residual is checked against tol ||r||; on convergence the true
+// residual ||r - (J J^T + damping I) g|| is recomputed, and iteration goes on from it if rounding made
+// the two drift apart. Breakdown (p^T A p <= 0, non-finite values) stops with converged = false and
+// never returns NaN in g.
+#pragma once
+#include <cstdint>
+#include <functional>
+
+#include "sketchgn/relu_jacobian.hpp"
+
+namespace sketchgn {
+
+// y = R^{-T} z (forward substitution) and y = R^{-1} z (back substitution) for R (n, n) row-major
+// upper triangular; y may equal z. Blocked; threads share the off-diagonal panels, each entry is
+// accumulated in one fixed order (results identical for any thread count).
+void solve_upper_transpose(const double* R, std::int64_t n, const double* z, double* y, int n_threads);
+void solve_upper(const double* R, std::int64_t n, const double* z, double* y, int n_threads);
+
+struct PcgResult {
+  std::int64_t iterations = 0;
+  double residual = 0.0;     // true relative residual ||r - A g|| / ||r||
+  bool converged = false;
+  bool interrupted = false;  // stopped by the interrupt check
+  bool breakdown = false;    // stopped by a non-positive curvature or non-finite value
+  double seconds_products = 0.0;
+  double seconds_preconditioner = 0.0;
+};
+
+// Solves (J J^T + damping I) g = r. R may be null (plain CG). g holds the initial guess on entry
+// (zeros for none) and the solution on exit. `interrupted` is polled between iterations (may be
+// empty); when it returns true the solve stops with interrupted = true.
+PcgResult pcg_solve(const ReLUJacobian& J, const double* r, double damping, const double* R,
+                    double tol, std::int64_t maxiter, double* g, int n_threads,
+                    const std::function<bool()>& interrupted);
+
+}  // namespace sketchgn

@@ -1,0 +1,393 @@
+"""Solving the Gauss-Newton system ``(J J^T + damping I) g = r``.
+
+Three methods: "sketch" (the paper's: conjugate gradient preconditioned by the factor R of a sketch of
+``[J^T; sqrt(damping) I]``), "cg" (plain conjugate gradient) and "exact" (the Gram matrix and a
+Cholesky factorization). The CG loops run in C++ with the GIL released; the dense factorizations use
+SciPy's LAPACK.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.linalg
+
+from . import _core
+from ._jacobian import ReLUJacobian
+from ._validation import as_float_array, check_finite, check_int, check_seed, resolve_n_threads
+
+__all__ = ["SketchPreconditioner", "SolveResult", "solve_gn"]
+
+SKETCHES = ("kronecker", "srht", "gaussian")
+METHODS = ("sketch", "cg", "exact")
+FACTORIZATIONS = ("auto", "cholqr", "qr")
+
+# Default sketch size, as a multiple of n. Measured (bench/bench_solver.py; DESIGN.md section 5):
+# s = 2n gives cond(A R^-1) ~ 5.5 and s = 4n ~ 2.8, i.e. roughly 40 vs 20 CG iterations for a 1e-6
+# residual; the factorization costs s n^2. 3n balances the two when R is reused across steps.
+DEFAULT_SKETCH_FACTOR = 3
+# Sketches beyond this multiple of n are refused (memory n * s doubles, time s n^2).
+MAX_SKETCH_FACTOR = 64
+# Diagonal entries of R below this fraction of its largest are raised to it: R stays invertible on
+# singular systems (a preconditioner may be approximate; an infinite one is useless).
+R_DIAGONAL_FLOOR = 1e-10
+
+
+def _check_jacobian(J):
+    if not isinstance(J, ReLUJacobian):
+        raise TypeError(f"J must be a sketchgn.ReLUJacobian, got {type(J).__name__}")
+    return J
+
+
+def _check_real(value, name, *, minimum=None, strict=False):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if minimum is not None and (value <= minimum if strict else value < minimum):
+        raise ValueError(f"{name} must be {'>' if strict else '>='} {minimum}, got {value}")
+    return value
+
+
+def _check_vector(v, name, n):
+    arr = np.ascontiguousarray(as_float_array(v, name), dtype=np.float64)
+    if arr.shape != (n,):
+        raise ValueError(f"{name} must have shape ({n},), got {arr.shape}")
+    check_finite(arr, name)
+    return arr
+
+
+def _max_sketch_size(kind, J):
+    m_pad = 1 << (J.m - 1).bit_length()
+    d_pad = 1 << (J.d - 1).bit_length()
+    limit = MAX_SKETCH_FACTOR * max(J.n, 16)
+    if kind == "kronecker":
+        return min(limit, m_pad * d_pad)
+    if kind == "srht":
+        return min(limit, 1 << (J.m * J.d - 1).bit_length())
+    return limit
+
+
+class SketchPreconditioner:
+    """The triangular factor R of a sketch of ``A = [J^T; sqrt(damping) I]``.
+
+    ``S A = Q R`` with ``S`` an ``s x (m d)`` sketch (``s >= n``): then ``A R^-1`` has a condition
+    number O(1) with high probability, so conjugate gradient on ``R^-T (J J^T + damping I) R^-1``
+    converges in O(log 1/eps) iterations whatever the conditioning of ``J J^T``. Build it once and
+    pass it to :func:`solve_gn` for several right-hand sides or several Gauss-Newton steps (it ages
+    slowly as the activation pattern changes; :meth:`refresh` re-sketches).
+
+    Parameters
+    ----------
+    J : ReLUJacobian
+    sketch : {"kronecker", "srht", "gaussian"}, default "kronecker"
+        "kronecker" sketches each column ``u (x) x`` of ``J^T`` from its two factors in
+        ``O(m log m + d log d + s)``; "srht" forms the column and uses a full SRHT of R^{md};
+        "gaussian" a dense Gaussian sketch (``O(s n m d)``, for small problems and comparisons).
+    sketch_size : int, optional
+        ``s``, between ``n`` and ``64 n``. Default ``3 n`` (fewer CG iterations with larger ``s``,
+        costlier factorization: ``s n^2``).
+    damping : float, default 0.0
+        Levenberg-Marquardt term: the preconditioner is for ``J J^T + damping I``.
+    seed : int or numpy.random.Generator, default 0
+    n_threads : int or None
+    factorization : {"auto", "cholqr", "qr"}, default "auto"
+        "cholqr": Cholesky of ``(S A)^T (S A)`` (one SYRK, fastest; squares the condition number);
+        "qr": Householder QR (robust); "auto": CholeskyQR, falling back to QR when the Cholesky
+        fails or its pivots lose more than half the digits.
+
+    Attributes
+    ----------
+    R : ndarray (n, n), upper triangular
+    sketch_size, n, damping, seed, sketch
+    factorization_ : str, the factorization that ran ("cholqr" or "qr")
+    timings : dict, seconds of the last build: "sketch", "factorization"
+    """
+
+    def __init__(self, J, *, sketch="kronecker", sketch_size=None, damping=0.0, seed=0, n_threads=None,
+                 factorization="auto"):
+        J = _check_jacobian(J)
+        if sketch not in SKETCHES:
+            raise ValueError(f"sketch must be one of {SKETCHES}, got {sketch!r}")
+        if factorization not in FACTORIZATIONS:
+            raise ValueError(f"factorization must be one of {FACTORIZATIONS}, got {factorization!r}")
+        self.sketch = sketch
+        self.damping = _check_real(damping, "damping", minimum=0.0)
+        self.seed = check_seed(seed)
+        self.factorization = factorization
+        self._n_threads = n_threads
+        resolve_n_threads(n_threads)
+        n = J.n
+        limit = _max_sketch_size(sketch, J)
+        if sketch_size is None:
+            s = min(DEFAULT_SKETCH_FACTOR * n, limit)
+        else:
+            s = check_int(sketch_size, "sketch_size")
+            if s > limit:
+                raise ValueError(
+                    f"sketch_size must be <= {limit} for sketch={sketch!r} with n={n}, m={J.m}, "
+                    f"d={J.d}, got {s}"
+                )
+        if s < n:
+            raise ValueError(
+                f"sketch_size must be >= n = {n} (a smaller sketch of J^T cannot precondition: its R "
+                f"would be singular), got {s}"
+                + (
+                    ""
+                    if sketch_size is not None
+                    else f"; the largest {sketch!r} sketch of this Jacobian has {limit} rows"
+                )
+            )
+        self.sketch_size = s
+        self.refresh(J)
+
+    @property
+    def n(self):
+        return self._shape[0]
+
+    @property
+    def R(self):
+        return self._R
+
+    def refresh(self, J, n_threads=None):
+        """Re-sketch and re-factor for a new Jacobian of the same shape (same settings and seed)."""
+        J = _check_jacobian(J)
+        if hasattr(self, "_shape") and (J.n, J.m, J.d) != self._shape:
+            raise ValueError(
+                f"J must have (n, m, d) = {self._shape} like the Jacobian this preconditioner was built "
+                f"for, got {(J.n, J.m, J.d)}"
+            )
+        nt = resolve_n_threads(self._n_threads if n_threads is None else n_threads)
+        t0 = time.perf_counter()
+        T = _core.sketch_jacobian_transpose(J._impl, self.sketch, self.sketch_size, self.seed, nt)
+        t1 = time.perf_counter()
+        R, used = _factor(T, self.damping, self.factorization)
+        t2 = time.perf_counter()
+        self._R = R
+        self._shape = (J.n, J.m, J.d)
+        self.factorization_ = used
+        self.timings = {"sketch": t1 - t0, "factorization": t2 - t1}
+        return self
+
+    def solve(self, z, n_threads=None):
+        """``R^-1 z``."""
+        z = _check_vector(z, "z", self.n)
+        return _core.solve_upper(self._R, z, False, resolve_n_threads(n_threads))
+
+    def solve_transpose(self, z, n_threads=None):
+        """``R^-T z``."""
+        z = _check_vector(z, "z", self.n)
+        return _core.solve_upper(self._R, z, True, resolve_n_threads(n_threads))
+
+    def __repr__(self):
+        return (
+            f"SketchPreconditioner(n={self.n}, sketch={self.sketch!r}, sketch_size={self.sketch_size}, "
+            f"damping={self.damping}, factorization_={self.factorization_!r})"
+        )
+
+
+def _floor_diagonal(R):
+    diag = np.abs(np.diagonal(R))
+    top = diag.max(initial=0.0)
+    floor = R_DIAGONAL_FLOOR * top if top > 0 else 1.0
+    small = diag < floor
+    if small.any():
+        idx = np.flatnonzero(small)
+        R[idx, idx] = np.where(R[idx, idx] < 0, -floor, floor)
+    return R
+
+
+def _factor(T, damping, how):
+    """R (n, n) row-major upper triangular with R^T R = (S A)^T (S A) (+ damping I), S A = T.T."""
+    n = T.shape[0]
+    if how in ("auto", "cholqr"):
+        # T is S A in column-major order: SYRK gives (S A)^T (S A) without a copy (upper triangle).
+        C = scipy.linalg.blas.dsyrk(1.0, T.T, trans=1, lower=0)
+        if damping:
+            C[np.diag_indices(n)] += damping
+        diag_before = np.sqrt(np.abs(np.diagonal(C)).copy())
+        R, info = scipy.linalg.lapack.dpotrf(C, lower=0, clean=1, overwrite_a=1)
+        ok = info == 0
+        if ok and how == "auto":
+            # CholeskyQR squares cond(S A); if a pivot lost more than half the digits the R is poor:
+            # Householder QR instead.
+            ratio = np.abs(np.diagonal(R)) / np.where(diag_before > 0, diag_before, 1.0)
+            ok = bool(np.all(ratio > 1e-7))
+        if ok:
+            return np.ascontiguousarray(_floor_diagonal(R)), "cholqr"
+        if how == "cholqr":
+            # Shifted CholeskyQR: a tiny multiple of the trace makes the Cholesky succeed; the R is
+            # still a good preconditioner on the well-conditioned part.
+            C = scipy.linalg.blas.dsyrk(1.0, T.T, trans=1, lower=0)
+            shift = 1e-12 * max(np.trace(C) / n, np.finfo(float).tiny) + damping
+            C[np.diag_indices(n)] += shift
+            R, info = scipy.linalg.lapack.dpotrf(C, lower=0, clean=1, overwrite_a=1)
+            if info == 0:
+                return np.ascontiguousarray(_floor_diagonal(R)), "cholqr"
+    SA = np.asfortranarray(T.T)
+    if damping:
+        SA = np.vstack([SA, math.sqrt(damping) * np.eye(n)])
+    R = scipy.linalg.qr(SA, mode="r", overwrite_a=True, check_finite=False)[0][:n]
+    return np.ascontiguousarray(_floor_diagonal(np.triu(R))), "qr"
+
+
+@dataclass
+class SolveResult:
+    """Result of :func:`solve_gn`.
+
+    Attributes
+    ----------
+    g : ndarray (n,)
+    iterations : int
+        CG iterations (0 for "exact").
+    residual : float
+        True relative residual ``||r - (J J^T + damping I) g|| / ||r||``.
+    converged : bool
+        ``residual <= tol``.
+    preconditioner : SketchPreconditioner or None
+        The preconditioner used (method "sketch"), to pass to the next call.
+    timings : dict
+        Seconds: "sketch", "factorization" (0 when a preconditioner was reused), "products" (J and
+        J^T), "preconditioner" (triangular solves), "gram", "cholesky" (method "exact"), "total".
+    method : str
+    message : str
+        Anything the caller should know: breakdown, a singular system solved with a small damping.
+    """
+
+    g: np.ndarray
+    iterations: int
+    residual: float
+    converged: bool
+    preconditioner: SketchPreconditioner | None = None
+    timings: dict = field(default_factory=dict)
+    method: str = "sketch"
+    message: str = ""
+
+
+def solve_gn(J, r, *, method="sketch", damping=0.0, tol=1e-6, maxiter=None, preconditioner=None, x0=None,
+             seed=0, n_threads=None, sketch="kronecker", sketch_size=None):
+    """Solve the Gauss-Newton system ``(J J^T + damping I) g = r``.
+
+    Parameters
+    ----------
+    J : ReLUJacobian
+    r : array_like (n,)
+        Right-hand side (the residual ``f - y`` in a Gauss-Newton step).
+    method : {"sketch", "cg", "exact"}, default "sketch"
+        "sketch": CG preconditioned by a :class:`SketchPreconditioner` (the paper's method: O(log
+        1/tol) iterations whatever the conditioning); "cg": plain CG; "exact": the Gram matrix
+        ``J.gram()`` and a Cholesky factorization (a singular Gram is solved with the smallest
+        extra damping that makes the factorization succeed, and the result says so).
+    damping : float >= 0
+    tol : float > 0
+        Target relative residual (in double precision about ``1e-16 cond(J J^T)`` is attainable).
+    maxiter : int >= 0, optional
+        CG iteration limit; default ``min(10 n, 1000)`` for "sketch" and ``10 n`` for "cg".
+        Not converging is a result (``converged=False``), not an exception.
+    preconditioner : SketchPreconditioner, optional
+        Reused as is (no new sketch) for method "sketch". It must have been built for a Jacobian of
+        the same (n, m, d); it may be for another damping (it is then only approximate).
+    x0 : array_like (n,), optional
+        Initial guess (warm start).
+    seed, sketch, sketch_size :
+        For the preconditioner built when none is passed.
+    n_threads : int or None
+
+    Returns
+    -------
+    SolveResult
+
+    Singular systems (``n > m d``, repeated samples) with ``damping=0``: "sketch" and "cg" return
+    the iterate they reached with ``converged=False`` when the residual cannot reach ``tol`` (never
+    NaN); "exact" adds the smallest damping that makes the Cholesky succeed and reports it in
+    ``message``.
+    """
+    J = _check_jacobian(J)
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    n = J.n
+    r = _check_vector(r, "r", n)
+    damping = _check_real(damping, "damping", minimum=0.0)
+    tol = _check_real(tol, "tol", minimum=0.0, strict=True)
+    if maxiter is not None:
+        maxiter = check_int(maxiter, "maxiter", minimum=0)
+    g0 = np.zeros(n) if x0 is None else _check_vector(x0, "x0", n).copy()
+    nt = resolve_n_threads(n_threads)
+    if preconditioner is not None:
+        if not isinstance(preconditioner, SketchPreconditioner):
+            raise TypeError(
+                f"preconditioner must be a SketchPreconditioner, got {type(preconditioner).__name__}"
+            )
+        if preconditioner._shape != (J.n, J.m, J.d):
+            raise ValueError(
+                f"preconditioner was built for a Jacobian with (n, m, d) = {preconditioner._shape}, "
+                f"but J has {(J.n, J.m, J.d)}"
+            )
+        if method != "sketch":
+            raise ValueError(f"a preconditioner is only used by method='sketch', got method={method!r}")
+
+    t_start = time.perf_counter()
+    timings = {"sketch": 0.0, "factorization": 0.0, "products": 0.0, "preconditioner": 0.0}
+    if method == "exact":
+        return _solve_exact(J, r, damping, tol, nt, timings, t_start)
+
+    R = None
+    P = None
+    if method == "sketch":
+        P = preconditioner
+        if P is None:
+            P = SketchPreconditioner(J, sketch=sketch, sketch_size=sketch_size, damping=damping, seed=seed,
+                                     n_threads=nt)
+            timings.update(P.timings)
+        R = P.R
+        default_maxiter = min(10 * n, 1000)
+    else:
+        default_maxiter = 10 * n
+    g, info = _core.pcg(J._impl, r, damping, R, tol, default_maxiter if maxiter is None else maxiter, g0, nt)
+    timings["products"] = info["seconds_products"]
+    timings["preconditioner"] = info["seconds_preconditioner"]
+    timings["total"] = time.perf_counter() - t_start
+    message = ""
+    if info["breakdown"]:
+        message = "CG stopped early: the system is singular or numerically indefinite"
+    elif not info["converged"]:
+        message = f"not converged within {default_maxiter if maxiter is None else maxiter} iterations"
+    return SolveResult(g, int(info["iterations"]), float(info["residual"]), bool(info["converged"]), P,
+                       timings, method, message)
+
+
+def _solve_exact(J, r, damping, tol, nt, timings, t_start):
+    t0 = time.perf_counter()
+    G = J.gram(n_threads=nt)
+    if damping:
+        G[np.diag_indices_from(G)] += damping
+    t1 = time.perf_counter()
+    timings["gram"] = t1 - t0
+    scale = max(float(np.trace(G)) / max(J.n, 1), np.finfo(float).tiny)
+    message = ""
+    extra = 0.0
+    factor = None
+    for jitter in (0.0, 1e-14, 1e-12, 1e-10, 1e-8, 1e-6):
+        A = G if jitter == 0.0 else G + np.diag(np.full(J.n, jitter * scale))
+        try:
+            factor = scipy.linalg.cho_factor(A, lower=False, overwrite_a=False, check_finite=False)
+            if np.all(np.isfinite(factor[0])):
+                extra = jitter * scale
+                break
+        except np.linalg.LinAlgError:
+            factor = None
+    if factor is None:
+        raise np.linalg.LinAlgError("the Gram matrix could not be factored even with added damping")
+    g = scipy.linalg.cho_solve(factor, r, check_finite=False)
+    t2 = time.perf_counter()
+    timings["cholesky"] = t2 - t1
+    if extra:
+        message = f"the Gram matrix is singular: solved with extra damping {extra:.3g}"
+    residual = float(np.linalg.norm(r - G @ g) / max(np.linalg.norm(r), np.finfo(float).tiny))
+    timings["total"] = time.perf_counter() - t_start
+    return SolveResult(g, 0, residual, residual <= tol, None, timings, "exact", message)
