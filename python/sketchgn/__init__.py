@@ -19,6 +19,7 @@ from ._info import build_info  # noqa: E402
 from ._jacobian import ReLUJacobian  # noqa: E402
 from ._sketch import SRHT, KroneckerSRHT  # noqa: E402
 from ._solve import SketchPreconditioner, SolveResult, solve_gn  # noqa: E402
+from ._estimator import GaussNewtonRegressor  # noqa: E402
 from ._transforms import fwht  # noqa: E402
 
 try:
@@ -36,4 +37,5 @@ __all__ = [
     "SketchPreconditioner",
     "SolveResult",
     "solve_gn",
+    "GaussNewtonRegressor",
 ]

@@ -18,8 +18,8 @@
 namespace sketchgn {
 
 // y = R^{-T} z (forward substitution) and y = R^{-1} z (back substitution) for R (n, n) row-major
-// upper triangular; y may equal z. Blocked; threads share the off-diagonal panels, each entry is
-// accumulated in one fixed order (results identical for any thread count).
+// upper triangular; y may equal z. Memory-bound, on one thread (n_threads is accepted for a uniform
+// interface); each entry is accumulated in one fixed order.
 void solve_upper_transpose(const double* R, std::int64_t n, const double* z, double* y, int n_threads);
 void solve_upper(const double* R, std::int64_t n, const double* z, double* y, int n_threads);
 

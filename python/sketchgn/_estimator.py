@@ -1,0 +1,427 @@
+"""GaussNewtonRegressor: a scikit-learn estimator training wide two-layer ReLU networks."""
+
+from __future__ import annotations
+
+import math
+import numbers
+import sys
+import time
+
+import numpy as np
+import scipy.linalg
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from ._jacobian import ReLUJacobian
+from ._solve import SketchPreconditioner, solve_gn
+from ._validation import resolve_n_threads
+
+__all__ = ["GaussNewtonRegressor"]
+
+SOLVERS = ("auto", "sketch", "exact", "cg", "gd")
+
+# Inner (CG) tolerance of an inexact Gauss-Newton step: eta_k = clip(||r_k|| / ||r_0||, lo, hi) -- loose
+# while far from the solution, tightening as the residual falls (inexact Newton, Eisenstat-Walker).
+FORCING_MAX = 0.1
+FORCING_MIN = 1e-10
+# Refresh the reused preconditioner when a solve takes more than this many CG iterations and more
+# than twice as many as the first solve with the current R.
+REFRESH_MIN_ITERATIONS = 25
+# Levenberg-Marquardt damping: initial value relative to the mean diagonal of J J^T, and the ratio
+# thresholds (actual / predicted decrease) that shrink or grow it.
+DAMPING_INITIAL = 1e-6
+DAMPING_SHRINK, DAMPING_GROW = 0.75, 0.25
+# Backtracking line search: halve the step at most this many times.
+LINE_SEARCH_HALVINGS = 30
+
+
+def _forward(X, W, a, threshold, n_threads):
+    return ReLUJacobian(X, W, a, threshold=threshold, n_threads=n_threads).forward()
+
+
+class _Calibration:
+    """Speeds of this machine's kernels, measured once per process, for solver='auto'."""
+
+    blas_flops = None  # dense LAPACK/BLAS flop rate (SYRK)
+
+    @classmethod
+    def blas_rate(cls):
+        if cls.blas_flops is None:
+            k = 384
+            A = np.random.default_rng(0).standard_normal((2 * k, k))
+            best = math.inf
+            for _ in range(3):
+                t0 = time.perf_counter()
+                scipy.linalg.blas.dsyrk(1.0, A, trans=1)
+                best = min(best, time.perf_counter() - t0)
+            cls.blas_flops = 2 * k * k * k / max(best, 1e-9)
+        return cls.blas_flops
+
+
+class GaussNewtonRegressor(RegressorMixin, BaseEstimator):
+    """Two-layer ReLU network trained by (sketch-preconditioned) Gauss-Newton.
+
+    The model is ``f(W, x) = (1/sqrt(m)) sum_r a_r relu(w_r . x - threshold)`` with ``m = width``,
+    ``W`` (m, d) trained from ``W ~ N(0, I)`` and ``a`` in {-1, +1}^m fixed at initialisation (van den
+    Brand, Peng, Song and Weinstein, ITCS 2021). Each step solves ``(J J^T + damping I) g = f - y``
+    and moves ``W <- W - t J^T g`` with a backtracking line search on the loss
+    ``1/2 ||f(W, X) - y||^2`` (so it never increases).
+
+    Parameters
+    ----------
+    width : int, default 1024
+        Number of hidden neurons m. The method is built for wide networks (m d >> n).
+    solver : {"auto", "sketch", "exact", "cg", "gd"}, default "auto"
+        How each Gauss-Newton system is solved: "sketch" (CG preconditioned by a sketch, reused
+        across steps; per step O(k m n d)), "exact" (Gram matrix + Cholesky; O(n^2 m / 64 + n^3)),
+        "cg" (plain CG), or "gd" (full-batch gradient descent with step 1 / lambda_max(J J^T), the
+        first-order baseline). "auto" picks among "exact", "sketch" and "cg" from n, m, d, the
+        density of the pattern and the measured speed of this machine; ``solver_`` says which ran and
+        ``history_[0]["reason"]`` why.
+    threshold : float, default 0.0
+        ReLU shift b (b > 0 makes the activation pattern sparse).
+    damping : float or "auto", default "auto"
+        Levenberg-Marquardt term. "auto" starts tiny and adapts it from the ratio of actual to
+        predicted decrease.
+    max_iter : int, default 50
+        Gauss-Newton steps at most.
+    tol : float, default 1e-6
+        Stop when the loss is at most ``tol`` times the initial loss, or when a step decreases the
+        loss by less than ``tol * 1e-6`` relative (stagnation).
+    sketch : {"kronecker", "srht", "gaussian"}, default "kronecker"
+    sketch_size : int, optional
+        Rows of the sketch (default: SketchPreconditioner's, 4 n).
+    refresh : "auto", "always" or "never", default "auto"
+        "auto" re-sketches the preconditioner only when CG slows down (counted in ``history_``).
+    line_search : bool, default True
+    warm_start : bool, default False
+        Continue from the fitted weights on the next ``fit`` (same shapes).
+    random_state : int, RandomState or None
+    n_threads : int or None
+    verbose : int, default 0
+        1 prints one line per step.
+    callback : callable, optional
+        ``callback(estimator, info)`` after every accepted step, ``info`` holding ``step``,
+        ``loss``, ``solver``, ``cg_iterations``, ``seconds``; returning True stops the fit.
+
+    Attributes
+    ----------
+    W_ : ndarray (m, d), or (k, m, d) for k outputs
+    a_ : ndarray (m,), or (k, m)
+    n_iter_ : int
+        Accepted Gauss-Newton steps (the largest over outputs).
+    loss_curve_ : list of float
+        Loss before the first step and after each accepted step (single output), or their sum over
+        outputs.
+    history_ : list of dict
+        Per step: step, loss, solver, cg_iterations, seconds, step_size, damping, refreshes, output.
+    solver_ : str
+    n_features_in_ : int
+
+    Notes
+    -----
+    Multi-output targets ``y`` of shape (n, k) train k networks of the same width (one per output),
+    each with its own Gauss-Newton iteration. The paper assumes unit-norm rows of X; normalising them
+    is left to the user (a preprocessing choice).
+    """
+
+    def __init__(self, width=1024, *, solver="auto", threshold=0.0, damping="auto", max_iter=50, tol=1e-6,
+                 sketch="kronecker", sketch_size=None, refresh="auto", line_search=True, warm_start=False,
+                 random_state=None, n_threads=None, verbose=0, callback=None):
+        self.width = width
+        self.solver = solver
+        self.threshold = threshold
+        self.damping = damping
+        self.max_iter = max_iter
+        self.tol = tol
+        self.sketch = sketch
+        self.sketch_size = sketch_size
+        self.refresh = refresh
+        self.line_search = line_search
+        self.warm_start = warm_start
+        self.random_state = random_state
+        self.n_threads = n_threads
+        self.verbose = verbose
+        self.callback = callback
+
+    # ------------------------------------------------------------------------------------------
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
+    def _check_params(self):
+        def integer(name, minimum):
+            v = getattr(self, name)
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
+                raise TypeError(f"{name} must be an int, got {type(v).__name__} {v!r}")
+            if v < minimum:
+                raise ValueError(f"{name} must be >= {minimum}, got {v}")
+            return int(v)
+
+        def real(name, *, positive=False):
+            v = getattr(self, name)
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
+                raise TypeError(f"{name} must be a real number, got {type(v).__name__} {v!r}")
+            v = float(v)
+            if not math.isfinite(v) or (positive and v <= 0) or (not positive and v < 0 and name != "threshold"):
+                raise ValueError(f"{name} must be finite{' and > 0' if positive else ''}, got {v}")
+            return v
+
+        width = integer("width", 1)
+        max_iter = integer("max_iter", 0)
+        if self.solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
+        threshold = real("threshold")
+        tol = real("tol", positive=True)
+        if isinstance(self.damping, str):
+            if self.damping != "auto":
+                raise ValueError(f"damping must be 'auto' or a float >= 0, got {self.damping!r}")
+            damping = None
+        else:
+            damping = real("damping")
+        if self.refresh not in ("auto", "always", "never"):
+            raise ValueError(f"refresh must be 'auto', 'always' or 'never', got {self.refresh!r}")
+        if self.sketch not in ("kronecker", "srht", "gaussian"):
+            raise ValueError(f"sketch must be 'kronecker', 'srht' or 'gaussian', got {self.sketch!r}")
+        if self.sketch_size is not None:
+            integer("sketch_size", 1)
+        if self.callback is not None and not callable(self.callback):
+            raise TypeError(f"callback must be callable, got {type(self.callback).__name__}")
+        nt = resolve_n_threads(self.n_threads)
+        return width, max_iter, threshold, tol, damping, nt
+
+    # ------------------------------------------------------------------------------------------
+    def fit(self, X, y):
+        """Train on X (n, d) and y (n,) or (n, k). Returns self."""
+        width, max_iter, threshold, tol, damping, nt = self._check_params()
+        X, y = validate_data(self, X, y, multi_output=True, y_numeric=True, dtype=np.float64,
+                             reset=not (self.warm_start and hasattr(self, "W_")))
+        X = np.ascontiguousarray(X, dtype=np.float64)
+        y = np.asarray(y, dtype=np.float64)
+        single = y.ndim == 1
+        Y = y[:, None] if single else y
+        n, d = X.shape
+        k = Y.shape[1]
+        rng = check_random_state(self.random_state)
+
+        if self.warm_start and hasattr(self, "W_") and self._shapes_match(width, d, k, single):
+            Ws = [w.copy() for w in (self.W_[None] if single else self.W_)]
+            As = [a.copy() for a in (self.a_[None] if single else self.a_)]
+        else:
+            Ws = [rng.standard_normal((width, d)) for _ in range(k)]
+            As = [rng.choice(np.array([-1.0, 1.0]), size=width) for _ in range(k)]
+
+        solver = self.solver
+        reason = f"solver={solver!r} requested"
+        if solver == "auto":
+            solver, reason = self._choose_solver(X, Ws[0], As[0], threshold, nt)
+        self.solver_ = solver
+
+        # Attributes are committed after every accepted step, so that an exception or Ctrl-C in the
+        # middle of a fit leaves a consistent estimator (the last accepted weights and their history).
+        self.history_ = []
+        self.loss_curve_ = []
+        self.n_iter_ = 0
+        self._publish(Ws, As, single)
+        t_start = time.perf_counter()
+        losses = [[] for _ in range(k)]
+        for out in range(k):
+            self._fit_one(out, X, Y[:, out], Ws, As, single, solver, reason, width, max_iter, threshold, tol,
+                          damping, nt, t_start, losses)
+        return self
+
+    def _shapes_match(self, width, d, k, single):
+        W = np.asarray(self.W_)
+        expected = (width, d) if single else (k, width, d)
+        return W.shape == expected
+
+    def _publish(self, Ws, As, single):
+        self.W_ = Ws[0].copy() if single else np.stack(Ws)
+        self.a_ = As[0].copy() if single else np.stack(As)
+
+    def _choose_solver(self, X, W, a, threshold, nt):
+        """Cost model of DESIGN.md section 6, calibrated on this machine."""
+        n, d = X.shape
+        m = W.shape[0]
+        J = ReLUJacobian(X, W, a, threshold=threshold, n_threads=nt)
+        u = np.ones(n)
+        t0 = time.perf_counter()
+        J.matvec(J.rmatvec(u))
+        t_pair = max(time.perf_counter() - t0, 1e-6)
+        blas = _Calibration.blas_rate()
+        rows = min(n, 256)
+        Jsub = ReLUJacobian(X[:rows], W, a, threshold=threshold, n_threads=nt)
+        t0 = time.perf_counter()
+        Jsub.gram()
+        t_gram = max(time.perf_counter() - t0, 1e-6) * (n / rows) ** 2
+        s = self.sketch_size or 4 * n
+        exact_step = t_gram + (n**3 / 3) / blas
+        build = (s * n * n + n**3 / 3) / blas + 2 * t_pair
+        cg_iterations = 15
+        steps = 8
+        sketch_total = build * 2 + steps * cg_iterations * t_pair
+        exact_total = steps * exact_step
+        if m * d < n:
+            return "exact", f"auto: m d = {m * d} < n = {n}, the sketch cannot precondition"
+        estimate = f"estimated exact {exact_total:.3g} s vs sketch {sketch_total:.3g} s over {steps} steps"
+        if exact_total <= sketch_total:
+            return "exact", f"auto: {estimate}"
+        return "sketch", f"auto: {estimate}"
+
+    def _fit_one(self, out, X, y, Ws, As, single, solver, reason, width, max_iter, threshold, tol, damping, nt,
+                 t_start, losses):
+        W, a = Ws[out], As[out]
+        J = ReLUJacobian(X, W, a, threshold=threshold, n_threads=nt)
+        r = J.forward() - y
+        loss = 0.5 * float(r @ r)
+        loss0 = loss
+        losses[out].append(loss)
+        self._record_curve(losses)
+        lam = damping
+        if lam is None:
+            mean_diag = float(np.mean(np.einsum("ij,ij->i", X, X))) * max(J.density, 1e-3)
+            lam = DAMPING_INITIAL * max(mean_diag, np.finfo(float).tiny)
+        P = None
+        P_iterations = None
+        refreshes = 0
+        g_prev, r_norm_prev = None, None
+        r_norm0 = math.sqrt(2 * loss0)
+        for step in range(1, max_iter + 1):
+            if loss <= tol * loss0 or loss == 0.0:
+                break
+            t_step = time.perf_counter()
+            r_norm = math.sqrt(2 * loss)
+            eta = min(FORCING_MAX, max(FORCING_MIN, r_norm / r_norm0 if r_norm0 > 0 else FORCING_MAX))
+            cg_iterations = 0
+            refreshed = False
+            if solver == "gd":
+                direction = J.rmatvec(r)
+                lam_max = self._largest_eigenvalue(J)
+                direction *= 1.0 / lam_max
+            else:
+                x0 = None
+                if g_prev is not None and r_norm_prev:
+                    x0 = g_prev * (r_norm / r_norm_prev)
+                if solver == "sketch":
+                    if P is None or self.refresh == "always":
+                        P = SketchPreconditioner(J, sketch=self.sketch, sketch_size=self.sketch_size, damping=lam,
+                                                 seed=step, n_threads=nt)
+                        P_iterations = None
+                        refreshed = True
+                    res = solve_gn(J, r, method="sketch", damping=lam, tol=eta, preconditioner=P, x0=x0,
+                                   n_threads=nt)
+                    if (self.refresh == "auto" and not refreshed and res.iterations > REFRESH_MIN_ITERATIONS
+                            and P_iterations is not None and res.iterations > 2 * P_iterations):
+                        P.refresh(J)
+                        refreshed = True
+                        res = solve_gn(J, r, method="sketch", damping=lam, tol=eta, preconditioner=P, x0=x0,
+                                       n_threads=nt)
+                    if P_iterations is None or refreshed:
+                        P_iterations = max(res.iterations, 1)
+                elif solver == "cg":
+                    res = solve_gn(J, r, method="cg", damping=lam, tol=eta, x0=x0, n_threads=nt)
+                else:
+                    res = solve_gn(J, r, method="exact", damping=lam, tol=eta, n_threads=nt)
+                refreshes += int(refreshed and step > 1)
+                cg_iterations = res.iterations
+                g = res.g
+                g_prev, r_norm_prev = g, r_norm
+                direction = J.rmatvec(g)
+            # Gauss-Newton model of the loss along the step: m(t) = 1/2 ||r - t J d||^2.
+            Jd = J.matvec(direction)
+            predicted = float(r @ Jd) - 0.5 * float(Jd @ Jd)  # m(0) - m(1)
+            t = 1.0
+            accepted = False
+            for _ in range(LINE_SEARCH_HALVINGS + 1):
+                W_try = W - t * direction
+                J_try = ReLUJacobian(X, W_try, a, threshold=threshold, n_threads=nt)
+                r_try = J_try.forward() - y
+                loss_try = 0.5 * float(r_try @ r_try)
+                if loss_try < loss or (not self.line_search and np.isfinite(loss_try)):
+                    accepted = True
+                    break
+                if not self.line_search:
+                    break
+                t *= 0.5
+            if not accepted:
+                break
+            predicted_t = t * float(r @ Jd) - 0.5 * t * t * float(Jd @ Jd)
+            if damping is None and solver != "gd" and predicted_t > 0:
+                rho = (loss - loss_try) / predicted_t
+                if rho > DAMPING_SHRINK and t == 1.0:
+                    lam = max(lam / 3.0, np.finfo(float).tiny)
+                elif rho < DAMPING_GROW:
+                    lam = lam * 2.0
+            decrease = (loss - loss_try) / loss
+            W, J, r, loss = W_try, J_try, r_try, loss_try
+            # Commit the accepted step before anything else can raise.
+            Ws[out] = W
+            self._publish(Ws, As, single)
+            losses[out].append(loss)
+            self._record_curve(losses)
+            self.n_iter_ = max(self.n_iter_, step)
+            info = {
+                "step": step,
+                "loss": loss,
+                "solver": solver,
+                "cg_iterations": cg_iterations,
+                "seconds": time.perf_counter() - t_start,
+                "step_seconds": time.perf_counter() - t_step,
+                "step_size": t,
+                "damping": lam if solver != "gd" else 0.0,
+                "inner_tol": eta if solver in ("sketch", "cg") else None,
+                "refreshes": refreshes,
+                "output": out,
+                "predicted_decrease": predicted,
+            }
+            if not self.history_:
+                info["reason"] = reason
+            self.history_.append(info)
+            if self.verbose:
+                print(
+                    f"step {step:3d}  loss {loss:.6e}  solver {solver:6s}  cg {cg_iterations:4d}  "
+                    f"t {t:.3g}  {info['seconds']:8.3f} s" + (f"  (output {out})" if not single else ""),
+                    file=sys.stdout,
+                    flush=True,
+                )
+            if self.callback is not None and self.callback(self, info) is True:
+                break
+            if decrease < tol * 1e-6:
+                break
+
+    def _record_curve(self, losses):
+        if len(losses) == 1:
+            self.loss_curve_ = list(losses[0])
+        else:
+            # Sum over outputs, aligned by step (an output that stopped keeps its last loss).
+            length = max(len(c) for c in losses if c)
+            curve = []
+            for i in range(length):
+                curve.append(sum(c[min(i, len(c) - 1)] for c in losses if c))
+            self.loss_curve_ = curve
+
+    @staticmethod
+    def _largest_eigenvalue(J, iterations=30):
+        v = np.random.default_rng(0).standard_normal(J.n)
+        v /= np.linalg.norm(v)
+        lam = 0.0
+        for _ in range(iterations):
+            w = J.matvec(J.rmatvec(v))
+            lam = float(np.linalg.norm(w))
+            if lam == 0.0:
+                return 1.0
+            v = w / lam
+        return lam * 1.05  # a little above the estimate: power iteration approaches from below
+
+    # ------------------------------------------------------------------------------------------
+    def predict(self, X):
+        """f(W_, X): shape (n,) for a single output, (n, k) for k outputs."""
+        check_is_fitted(self, "W_")
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        X = np.ascontiguousarray(X, dtype=np.float64)
+        nt = resolve_n_threads(self.n_threads)
+        if np.ndim(self.W_) == 2:
+            return _forward(X, self.W_, self.a_, float(self.threshold), nt)
+        return np.stack([_forward(X, W, a, float(self.threshold), nt) for W, a in zip(self.W_, self.a_)], axis=1)
