@@ -37,10 +37,6 @@ CArray<double> sketch_transpose(const ReLUJacobian& J, const std::string& kind, 
   return T;
 }
 
-void check_square(const CArray<double>& R, std::int64_t n) {
-  require(R.ndim() == 2 && R.shape(0) == n && R.shape(1) == n, "R must be (n, n)");
-}
-
 }  // namespace
 
 void bind_solver(py::module_& m) {
@@ -103,22 +99,28 @@ void bind_solver(py::module_& m) {
         py::arg("seed"), py::arg("n_threads"),
         "T (n, s) = (S J^T)^T for the sketch kind 'kronecker', 'srht' or 'gaussian'.");
 
-  m.def("solve_upper", [](const CArray<double>& R, const CArray<double>& z, bool transpose, int n_threads) {
+  m.def("solve_upper", [](py::array R_any, const CArray<double>& z, bool transpose, int n_threads) {
     checked_threads(n_threads);
-    const std::int64_t n = R.ndim() == 2 ? R.shape(0) : -1;
-    check_square(R, n);
+    require(R_any.ndim() == 2 && R_any.shape(0) == R_any.shape(1), "R must be (n, n)");
+    const std::int64_t n = R_any.shape(0);
     require(z.ndim() == 1 && z.shape(0) == n, "z must be (n,)");
     CArray<double> y(static_cast<py::ssize_t>(n));
-    const double* rp = R.data();
     const double* zp = z.data();
     double* yp = y.mutable_data();
-    py::gil_scoped_release release;
-    if (transpose)
-      solve_upper_transpose(rp, n, zp, yp, n_threads);
+    auto run = [&](auto R) {
+      const auto* rp = R.data();
+      py::gil_scoped_release release;
+      if (transpose)
+        solve_upper_transpose(rp, n, zp, yp, n_threads);
+      else
+        solve_upper(rp, n, zp, yp, n_threads);
+    };
+    if (py::isinstance<CArray<float>>(R_any) && R_any.dtype().is(py::dtype::of<float>()))
+      run(R_any.cast<CArray<float>>());
     else
-      solve_upper(rp, n, zp, yp, n_threads);
+      run(R_any.cast<CArray<double>>());
     return y;
-  }, py::arg("R").noconvert(), py::arg("z").noconvert(), py::arg("transpose"), py::arg("n_threads"));
+  }, py::arg("R"), py::arg("z").noconvert(), py::arg("transpose"), py::arg("n_threads"));
 
   m.def("pcg", [](const ReLUJacobian& J, const CArray<double>& r, double damping, py::object R_obj,
                   double tol, std::int64_t maxiter, const CArray<double>& x0, int n_threads) {
@@ -126,17 +128,28 @@ void bind_solver(py::module_& m) {
     const std::int64_t n = J.n();
     require(r.ndim() == 1 && r.shape(0) == n, "r must be (n,)");
     require(x0.ndim() == 1 && x0.shape(0) == n, "x0 must be (n,)");
-    const double* Rp = nullptr;
-    CArray<double> R;
+    CArray<double> R64;
+    CArray<float> R32;
+    bool have32 = false, have64 = false;  // (a default-constructed array_t is an empty array, not null)
     if (!R_obj.is_none()) {
-      R = R_obj.cast<CArray<double>>();
-      check_square(R, n);
-      Rp = R.data();
+      py::array R_any = R_obj.cast<py::array>();
+      require(R_any.ndim() == 2 && R_any.shape(0) == n && R_any.shape(1) == n, "R must be (n, n)");
+      require(R_any.flags() & py::array::c_style, "R must be C-contiguous");
+      if (R_any.dtype().is(py::dtype::of<float>())) {
+        R32 = R_any.cast<CArray<float>>();
+        have32 = true;
+      } else if (R_any.dtype().is(py::dtype::of<double>())) {
+        R64 = R_any.cast<CArray<double>>();
+        have64 = true;
+      } else
+        throw py::type_error("R must be float32 or float64");
     }
     CArray<double> g(static_cast<py::ssize_t>(n));
     std::copy(x0.data(), x0.data() + n, g.mutable_data());
     const double* rp = r.data();
     double* gp = g.mutable_data();
+    const float* r32 = have32 ? R32.data() : nullptr;
+    const double* r64 = have64 ? R64.data() : nullptr;
     bool signalled = false;
     // Between iterations: take the GIL just long enough to run Python's signal handlers.
     auto interrupted = [&signalled]() {
@@ -150,7 +163,10 @@ void bind_solver(py::module_& m) {
     PcgResult res;
     {
       py::gil_scoped_release release;
-      res = pcg_solve(J, rp, damping, Rp, tol, maxiter, gp, n_threads, interrupted);
+      if (r32 != nullptr)
+        res = pcg_solve<float>(J, rp, damping, r32, tol, maxiter, gp, n_threads, interrupted);
+      else
+        res = pcg_solve<double>(J, rp, damping, r64, tol, maxiter, gp, n_threads, interrupted);
     }
     if (signalled) throw py::error_already_set();
     py::dict info;

@@ -41,50 +41,44 @@ bool all_finite(const std::vector<double>& a) {
 
 // The triangular solves are memory-bound (each reads half of R once) and run on one thread: split
 // into per-block parallel regions they spent more in barriers than they saved (measured 43 ms on one
-// thread vs 480 ms on two for n = 8000 on a loaded 2-core machine).
-void solve_upper_transpose(const double* R, i64 n, const double* z, double* y, int /*n_threads*/) {
+// thread vs 480 ms on two for n = 8000 on a loaded 2-core machine). R may be float32 (half the
+// traffic; it is only a preconditioner); the vectors and sums are float64.
+template <class T>
+void solve_upper_transpose(const T* R, i64 n, const double* z, double* y, int /*n_threads*/) {
   // R^T y = z by forward substitution in "axpy" form: y_k is final once the rows above it are done,
   // then row k of R (contiguous) updates the rest of y.
   if (y != z) std::copy(z, z + n, y);
   for (i64 k = 0; k < n; ++k) {
-    const double* row = R + k * n;
-    const double yk = (y[k] /= row[k]);
-    for (i64 j = k + 1; j < n; ++j) y[j] -= row[j] * yk;
+    const T* row = R + k * n;
+    const double yk = (y[k] /= static_cast<double>(row[k]));
+    for (i64 j = k + 1; j < n; ++j) y[j] -= static_cast<double>(row[j]) * yk;
   }
 }
 
-void solve_upper(const double* R, i64 n, const double* z, double* y, int /*n_threads*/) {
-  // R y = z by back substitution in "dot" form over the contiguous rows of R, with four independent
-  // pairs of partial sums (a plain FP reduction does not vectorize without -ffast-math).
-  typedef double pair __attribute__((vector_size(16), aligned(8)));
+template <class T>
+void solve_upper(const T* R, i64 n, const double* z, double* y, int /*n_threads*/) {
+  // R y = z by back substitution in "dot" form over the contiguous rows of R, with eight independent
+  // partial sums (a plain FP reduction does not vectorize without -ffast-math).
   if (y != z) std::copy(z, z + n, y);
   for (i64 i = n - 1; i >= 0; --i) {
-    const double* row = R + i * n;
-    pair acc0 = {0, 0}, acc1 = {0, 0}, acc2 = {0, 0}, acc3 = {0, 0};
+    const T* row = R + i * n;
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     i64 j = i + 1;
-    for (; j + 8 <= n; j += 8) {
-      pair r0, r1, r2, r3, y0, y1, y2, y3;
-      std::memcpy(&r0, row + j, 16);
-      std::memcpy(&r1, row + j + 2, 16);
-      std::memcpy(&r2, row + j + 4, 16);
-      std::memcpy(&r3, row + j + 6, 16);
-      std::memcpy(&y0, y + j, 16);
-      std::memcpy(&y1, y + j + 2, 16);
-      std::memcpy(&y2, y + j + 4, 16);
-      std::memcpy(&y3, y + j + 6, 16);
-      acc0 += r0 * y0;
-      acc1 += r1 * y1;
-      acc2 += r2 * y2;
-      acc3 += r3 * y3;
-    }
-    const pair acc = (acc0 + acc1) + (acc2 + acc3);
-    double s = acc[0] + acc[1];
-    for (; j < n; ++j) s += row[j] * y[j];
-    y[i] = (y[i] - s) / row[i];
+    for (; j + 8 <= n; j += 8)
+      for (int q = 0; q < 8; ++q) acc[q] += static_cast<double>(row[j + q]) * y[j + q];
+    double s = ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
+    for (; j < n; ++j) s += static_cast<double>(row[j]) * y[j];
+    y[i] = (y[i] - s) / static_cast<double>(row[i]);
   }
 }
 
-PcgResult pcg_solve(const ReLUJacobian& J, const double* r, double damping, const double* R, double tol,
+template void solve_upper_transpose<float>(const float*, i64, const double*, double*, int);
+template void solve_upper_transpose<double>(const double*, i64, const double*, double*, int);
+template void solve_upper<float>(const float*, i64, const double*, double*, int);
+template void solve_upper<double>(const double*, i64, const double*, double*, int);
+
+template <class T>
+PcgResult pcg_solve(const ReLUJacobian& J, const double* r, double damping, const T* R, double tol,
                     i64 maxiter, double* g, int n_threads, const std::function<bool()>& interrupted) {
   using clock = std::chrono::steady_clock;
   const i64 n = J.n(), md = J.m() * J.d();
@@ -193,5 +187,10 @@ PcgResult pcg_solve(const ReLUJacobian& J, const double* r, double damping, cons
   std::copy(x.begin(), x.end(), g);
   return out;
 }
+
+template PcgResult pcg_solve<float>(const ReLUJacobian&, const double*, double, const float*, double, i64,
+                                    double*, int, const std::function<bool()>&);
+template PcgResult pcg_solve<double>(const ReLUJacobian&, const double*, double, const double*, double, i64,
+                                     double*, int, const std::function<bool()>&);
 
 }  // namespace sketchgn

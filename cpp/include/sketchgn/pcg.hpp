@@ -20,8 +20,10 @@ namespace sketchgn {
 // y = R^{-T} z (forward substitution) and y = R^{-1} z (back substitution) for R (n, n) row-major
 // upper triangular; y may equal z. Memory-bound, on one thread (n_threads is accepted for a uniform
 // interface); each entry is accumulated in one fixed order.
-void solve_upper_transpose(const double* R, std::int64_t n, const double* z, double* y, int n_threads);
-void solve_upper(const double* R, std::int64_t n, const double* z, double* y, int n_threads);
+template <class T>
+void solve_upper_transpose(const T* R, std::int64_t n, const double* z, double* y, int n_threads);
+template <class T>
+void solve_upper(const T* R, std::int64_t n, const double* z, double* y, int n_threads);
 
 struct PcgResult {
   std::int64_t iterations = 0;
@@ -36,7 +38,9 @@ struct PcgResult {
 // Solves (J J^T + damping I) g = r. R may be null (plain CG). g holds the initial guess on entry
 // (zeros for none) and the solution on exit. `interrupted` is polled between iterations (may be
 // empty); when it returns true the solve stops with interrupted = true.
-PcgResult pcg_solve(const ReLUJacobian& J, const double* r, double damping, const double* R,
+// R is float or double (instantiated for both).
+template <class T>
+PcgResult pcg_solve(const ReLUJacobian& J, const double* r, double damping, const T* R,
                     double tol, std::int64_t maxiter, double* g, int n_threads,
                     const std::function<bool()>& interrupted);
 
