@@ -173,7 +173,9 @@ void bind_solver(py::module_& m) {
     info["iterations"] = res.iterations;
     info["residual"] = res.residual;
     info["converged"] = res.converged;
-    info["breakdown"] = res.breakdown;
+    static const char* const kStatus[] = {"converged", "maxiter", "stagnated", "breakdown", "inaccurate",
+                                          "interrupted"};
+    info["status"] = kStatus[static_cast<int>(res.status)];
     info["seconds_products"] = res.seconds_products;
     info["seconds_preconditioner"] = res.seconds_preconditioner;
     return py::make_tuple(g, info);

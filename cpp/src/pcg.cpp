@@ -12,6 +12,8 @@ namespace sketchgn {
 
 namespace {
 using i64 = std::int64_t;
+// Iterations without a new smallest residual after which the solve stops as stagnated.
+constexpr i64 kStagnationIterations = 100;
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -111,6 +113,7 @@ PcgResult pcg_solve(const ReLUJacobian& J, const double* r, double damping, cons
   if (rhs_norm == 0.0) {
     std::fill(g, g + n, 0.0);
     out.converged = true;
+    out.status = PcgStatus::converged;
     return out;
   }
   const double target = tol * rhs_norm;
@@ -121,12 +124,18 @@ PcgResult pcg_solve(const ReLUJacobian& J, const double* r, double damping, cons
   else
     res = rhs;
   // Converged when the true residual meets the target; `restarts` bounds how often the recursive
-  // residual may claim convergence while the true one disagrees.
+  // residual may claim convergence while the true one disagrees. The iterate with the smallest
+  // residual is kept: on a singular, inconsistent system CG cannot converge and its iterates drift
+  // along the null space, so the best one is what is returned (a least-squares-like answer).
   int restarts = 0;
   double res_norm = norm(res);
+  std::vector<double> best_x = x;
+  double best_norm = res_norm;
+  i64 best_iteration = 0;
+  out.status = PcgStatus::maxiter;
   while (true) {
     if (res_norm <= target) {
-      out.converged = true;
+      out.status = PcgStatus::converged;
       break;
     }
     precondition(res, z);
@@ -135,13 +144,13 @@ PcgResult pcg_solve(const ReLUJacobian& J, const double* r, double damping, cons
     bool claimed = false;
     while (out.iterations < maxiter) {
       if (interrupted && interrupted()) {
-        out.interrupted = true;
+        out.status = PcgStatus::interrupted;
         break;
       }
       apply_system(p, q);
       const double pq = dot(p, q);
       if (!(pq > 0.0) || !std::isfinite(pq) || !(rz > 0.0)) {
-        out.breakdown = true;
+        out.status = PcgStatus::breakdown;
         break;
       }
       const double alpha = rz / pq;
@@ -152,7 +161,15 @@ PcgResult pcg_solve(const ReLUJacobian& J, const double* r, double damping, cons
       ++out.iterations;
       res_norm = norm(res);
       if (!std::isfinite(res_norm)) {
-        out.breakdown = true;
+        out.status = PcgStatus::breakdown;
+        break;
+      }
+      if (res_norm < best_norm) {
+        best_norm = res_norm;
+        best_x = x;
+        best_iteration = out.iterations;
+      } else if (out.iterations - best_iteration > kStagnationIterations) {
+        out.status = PcgStatus::stagnated;
         break;
       }
       if (res_norm <= target) {
@@ -165,25 +182,27 @@ PcgResult pcg_solve(const ReLUJacobian& J, const double* r, double damping, cons
       rz = rz_new;
       for (i64 i = 0; i < n; ++i) p[i] = z[i] + beta * p[i];
     }
-    if (!claimed || out.interrupted || out.breakdown) break;
+    if (!claimed) break;
     true_residual();
     res_norm = norm(res);
-    if (res_norm <= target || ++restarts > 3 || out.iterations >= maxiter) {
-      out.converged = res_norm <= target;
+    if (res_norm <= target) {
+      out.status = PcgStatus::converged;
       break;
     }
+    if (++restarts > 3) {
+      out.status = PcgStatus::inaccurate;
+      break;
+    }
+    if (out.iterations >= maxiter) break;
   }
-  if (!all_finite(x)) {
-    // Never hand back NaN: return g = 0 (residual = 1) and report the breakdown.
-    std::fill(x.begin(), x.end(), 0.0);
-    out.breakdown = true;
-    out.converged = false;
-    res = rhs;
-  } else if (!out.converged || out.interrupted || out.breakdown) {
+  if (out.status != PcgStatus::converged) {
+    // Return the best iterate (by the recursive residual), measured by its true residual.
+    if (best_norm < res_norm || !all_finite(x)) x = best_x;
     true_residual();
   }
   out.residual = norm(res) / rhs_norm;
-  if (out.interrupted || out.breakdown) out.converged = out.residual <= tol;
+  out.converged = out.residual <= tol;
+  if (out.converged) out.status = PcgStatus::converged;
   std::copy(x.begin(), x.end(), g);
   return out;
 }

@@ -36,6 +36,9 @@ MAX_SKETCH_FACTOR = 64
 # Diagonal entries of R below this fraction of its largest are raised to it: R stays invertible on
 # singular systems (a preconditioner may be approximate; an infinite one is useless).
 R_DIAGONAL_FLOOR = 1e-10
+# Pivots of R below this fraction of the largest mean a (numerically) rank-deficient sketch: R is
+# recomputed with a shift (SINGULAR_PIVOT * max pivot)^2 on the diagonal of R^T R.
+SINGULAR_PIVOT = 1e-8
 
 
 def _check_jacobian(J):
@@ -127,6 +130,8 @@ class SketchPreconditioner:
         n = J.n
         limit = _max_sketch_size(sketch, J)
         if sketch_size is None:
+            # (when m_pad d_pad < n the grid has fewer cells than n; J^T then has rank <= m d and the
+            # whole grid, s = m_pad d_pad >= m d, still embeds its range)
             s = min(DEFAULT_SKETCH_FACTOR * n, limit)
         else:
             s = check_int(sketch_size, "sketch_size")
@@ -135,7 +140,7 @@ class SketchPreconditioner:
                     f"sketch_size must be <= {limit} for sketch={sketch!r} with n={n}, m={J.m}, "
                     f"d={J.d}, got {s}"
                 )
-        if s < n:
+        if s < min(n, limit) or (sketch_size is not None and s < n and limit >= n):
             raise ValueError(
                 f"sketch_size must be >= n = {n} (a smaller sketch of J^T cannot precondition: its R "
                 f"would be singular), got {s}"
@@ -218,7 +223,32 @@ def _floor_diagonal(R):
     return R
 
 
+def _regularize(R, T, damping, used):
+    """R with a tiny shift when it is numerically singular (rank-deficient J^T, no damping): the
+    preconditioner is then R^T R = (S A)^T (S A) + delta I instead of a matrix with ~0 pivots."""
+    diag = np.abs(np.diagonal(R))
+    top = diag.max(initial=0.0)
+    if top == 0.0 or diag.min() >= SINGULAR_PIVOT * top:
+        return R
+    delta = (SINGULAR_PIVOT * top) ** 2
+    n = R.shape[0]
+    if used == "cholqr":
+        C = scipy.linalg.blas.dsyrk(1.0, T.T, trans=1, lower=0)
+        C[np.diag_indices(n)] += damping + delta
+        R2, info = scipy.linalg.lapack.dpotrf(C, lower=0, clean=1, overwrite_a=1)
+        if info == 0:
+            return np.ascontiguousarray(R2)
+    SA = np.vstack([np.asarray(T.T), math.sqrt(damping + delta) * np.eye(n)])
+    R2 = scipy.linalg.qr(SA, mode="r", overwrite_a=True, check_finite=False)[0][:n]
+    return np.ascontiguousarray(np.triu(R2))
+
+
 def _factor(T, damping, how):
+    R, used = _factor_plain(T, damping, how)
+    return _floor_diagonal(_regularize(R, T, damping, used)), used
+
+
+def _factor_plain(T, damping, how):
     """R (n, n) row-major upper triangular with R^T R = (S A)^T (S A) (+ damping I), S A = T.T."""
     n = T.shape[0]
     if how in ("auto", "cholqr"):
@@ -235,7 +265,7 @@ def _factor(T, damping, how):
             ratio = np.abs(np.diagonal(R)) / np.where(diag_before > 0, diag_before, 1.0)
             ok = bool(np.all(ratio > 1e-7))
         if ok:
-            return np.ascontiguousarray(_floor_diagonal(R)), "cholqr"
+            return np.ascontiguousarray(R), "cholqr"
         if how == "cholqr":
             # Shifted CholeskyQR: a tiny multiple of the trace makes the Cholesky succeed; the R is
             # still a good preconditioner on the well-conditioned part.
@@ -244,12 +274,14 @@ def _factor(T, damping, how):
             C[np.diag_indices(n)] += shift
             R, info = scipy.linalg.lapack.dpotrf(C, lower=0, clean=1, overwrite_a=1)
             if info == 0:
-                return np.ascontiguousarray(_floor_diagonal(R)), "cholqr"
+                return np.ascontiguousarray(R), "cholqr"
     SA = np.asfortranarray(T.T)
     if damping:
         SA = np.vstack([SA, math.sqrt(damping) * np.eye(n)])
-    R = scipy.linalg.qr(SA, mode="r", overwrite_a=True, check_finite=False)[0][:n]
-    return np.ascontiguousarray(_floor_diagonal(np.triu(R))), "qr"
+    R = np.triu(scipy.linalg.qr(SA, mode="r", overwrite_a=True, check_finite=False)[0][:n])
+    if R.shape[0] < n:  # fewer sketch rows than n (rank-deficient J^T): zero pivots, shifted later
+        R = np.vstack([R, np.zeros((n - R.shape[0], n))])
+    return np.ascontiguousarray(R), "qr"
 
 
 @dataclass
@@ -368,11 +400,20 @@ def solve_gn(J, r, *, method="sketch", damping=0.0, tol=1e-6, maxiter=None, prec
     timings["products"] = info["seconds_products"]
     timings["preconditioner"] = info["seconds_preconditioner"]
     timings["total"] = time.perf_counter() - t_start
-    message = ""
-    if info["breakdown"]:
-        message = "CG stopped early: the system is singular or numerically indefinite"
-    elif not info["converged"]:
-        message = f"not converged within {default_maxiter if maxiter is None else maxiter} iterations"
+    used_maxiter = default_maxiter if maxiter is None else maxiter
+    message = {
+        "converged": "",
+        "maxiter": f"not converged within {used_maxiter} iterations",
+        "stagnated": "CG stagnated (no smaller residual in 100 iterations): the system is probably singular "
+                     "and r not in its range; g is the iterate with the smallest residual",
+        "breakdown": "CG broke down: the system is numerically singular or indefinite; g is the iterate with "
+                     "the smallest residual",
+        "inaccurate": "the true residual stays above tol although CG's recursive residual met it: tol is "
+                      "below what rounding allows (about 1e-16 cond(J J^T))",
+        "interrupted": "interrupted",
+    }[info["status"]]
+    if info["converged"]:
+        message = ""
     return SolveResult(g, int(info["iterations"]), float(info["residual"]), bool(info["converged"]), P,
                        timings, method, message)
 

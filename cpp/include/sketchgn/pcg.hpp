@@ -7,8 +7,8 @@
 //
 // Stopping: the recursively updated residual is checked against tol ||r||; on convergence the true
 // residual ||r - (J J^T + damping I) g|| is recomputed, and iteration goes on from it if rounding made
-// the two drift apart. Breakdown (p^T A p <= 0, non-finite values) stops with converged = false and
-// never returns NaN in g.
+// the two drift apart. Without convergence the iterate with the smallest residual is returned (never
+// NaN), with the reason in PcgResult::status.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -25,12 +25,20 @@ void solve_upper_transpose(const T* R, std::int64_t n, const double* z, double* 
 template <class T>
 void solve_upper(const T* R, std::int64_t n, const double* z, double* y, int n_threads);
 
+enum class PcgStatus {
+  converged,    // true relative residual <= tol
+  maxiter,      // iteration limit reached
+  stagnated,    // no new smallest residual for many iterations (singular, inconsistent system)
+  breakdown,    // non-positive curvature or non-finite values (numerically singular or indefinite)
+  inaccurate,   // the recursive residual met tol several times, the true one did not (rounding)
+  interrupted,  // stopped by the interrupt check
+};
+
 struct PcgResult {
   std::int64_t iterations = 0;
-  double residual = 0.0;     // true relative residual ||r - A g|| / ||r||
+  double residual = 0.0;  // true relative residual ||r - A g|| / ||r|| of the returned g
   bool converged = false;
-  bool interrupted = false;  // stopped by the interrupt check
-  bool breakdown = false;    // stopped by a non-positive curvature or non-finite value
+  PcgStatus status = PcgStatus::maxiter;
   double seconds_products = 0.0;
   double seconds_preconditioner = 0.0;
 };
