@@ -97,6 +97,9 @@ class GaussNewtonRegressor(RegressorMixin, BaseEstimator):
     line_search : bool, default True
     warm_start : bool, default False
         Continue from the fitted weights on the next ``fit`` (same shapes).
+    inner_tol : float, optional
+        Relative residual of the inner (CG) solves. Default: inexact Newton, ``||r_k|| / ||r_0||``
+        clipped to [1e-10, 0.1] -- loose far from the solution, tight near it.
     random_state : int, RandomState or None
     n_threads : int or None
     verbose : int, default 0
@@ -128,7 +131,7 @@ class GaussNewtonRegressor(RegressorMixin, BaseEstimator):
 
     def __init__(self, width=1024, *, solver="auto", threshold=0.0, damping="auto", max_iter=50, tol=1e-6,
                  sketch="kronecker", sketch_size=None, refresh="auto", line_search=True, warm_start=False,
-                 random_state=None, n_threads=None, verbose=0, callback=None):
+                 inner_tol=None, random_state=None, n_threads=None, verbose=0, callback=None):
         self.width = width
         self.solver = solver
         self.threshold = threshold
@@ -140,6 +143,7 @@ class GaussNewtonRegressor(RegressorMixin, BaseEstimator):
         self.refresh = refresh
         self.line_search = line_search
         self.warm_start = warm_start
+        self.inner_tol = inner_tol
         self.random_state = random_state
         self.n_threads = n_threads
         self.verbose = verbose
@@ -160,13 +164,14 @@ class GaussNewtonRegressor(RegressorMixin, BaseEstimator):
                 raise ValueError(f"{name} must be >= {minimum}, got {v}")
             return int(v)
 
-        def real(name, *, positive=False):
+        def real(name, *, lower=None, strict=False):
             v = getattr(self, name)
             if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
                 raise TypeError(f"{name} must be a real number, got {type(v).__name__} {v!r}")
             v = float(v)
-            if not math.isfinite(v) or (positive and v <= 0) or (not positive and v < 0 and name != "threshold"):
-                raise ValueError(f"{name} must be finite{' and > 0' if positive else ''}, got {v}")
+            bound = "" if lower is None else f" and {'>' if strict else '>='} {lower}"
+            if not math.isfinite(v) or (lower is not None and (v <= lower if strict else v < lower)):
+                raise ValueError(f"{name} must be finite{bound}, got {v}")
             return v
 
         width = integer("width", 1)
@@ -174,19 +179,23 @@ class GaussNewtonRegressor(RegressorMixin, BaseEstimator):
         if self.solver not in SOLVERS:
             raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
         threshold = real("threshold")
-        tol = real("tol", positive=True)
+        tol = real("tol", lower=0.0, strict=True)
         if isinstance(self.damping, str):
             if self.damping != "auto":
                 raise ValueError(f"damping must be 'auto' or a float >= 0, got {self.damping!r}")
             damping = None
         else:
-            damping = real("damping")
+            damping = real("damping", lower=0.0)
         if self.refresh not in ("auto", "always", "never"):
             raise ValueError(f"refresh must be 'auto', 'always' or 'never', got {self.refresh!r}")
         if self.sketch not in ("kronecker", "srht", "gaussian"):
             raise ValueError(f"sketch must be 'kronecker', 'srht' or 'gaussian', got {self.sketch!r}")
         if self.sketch_size is not None:
             integer("sketch_size", 1)
+        if self.inner_tol is not None:
+            inner = real("inner_tol", lower=0.0, strict=True)
+            if inner >= 1.0:
+                raise ValueError(f"inner_tol must be < 1 (a relative residual), got {inner}")
         if self.callback is not None and not callable(self.callback):
             raise TypeError(f"callback must be callable, got {type(self.callback).__name__}")
         nt = resolve_n_threads(self.n_threads)
@@ -293,7 +302,10 @@ class GaussNewtonRegressor(RegressorMixin, BaseEstimator):
                 break
             t_step = time.perf_counter()
             r_norm = math.sqrt(2 * loss)
-            eta = min(FORCING_MAX, max(FORCING_MIN, r_norm / r_norm0 if r_norm0 > 0 else FORCING_MAX))
+            if self.inner_tol is not None:
+                eta = float(self.inner_tol)
+            else:
+                eta = min(FORCING_MAX, max(FORCING_MIN, r_norm / r_norm0 if r_norm0 > 0 else FORCING_MAX))
             cg_iterations = 0
             refreshed = False
             if solver == "gd":
@@ -388,7 +400,7 @@ class GaussNewtonRegressor(RegressorMixin, BaseEstimator):
                 )
             if self.callback is not None and self.callback(self, info) is True:
                 break
-            if decrease < tol * 1e-6:
+            if 0.0 <= decrease < tol * 1e-6:  # stagnation (a rise, without line search, is not)
                 break
 
     def _record_curve(self, losses):

@@ -48,40 +48,46 @@ def synthetic_problem(n_samples, n_features, seed, teacher_width=DEFAULT_TEACHER
 
 
 def _load_csv(path, target):
-    import numpy as np
-
-    with open(path, newline="") as fh:
-        header = fh.readline().strip()
-    if not header:
-        raise CliError(f"{path}: empty file (expected a header line with column names)")
     import csv
 
-    columns = next(csv.reader([header]))
-    columns = [c.strip() for c in columns]
+    import numpy as np
+
+    try:
+        with open(path, newline="") as fh:
+            rows = list(csv.reader(fh))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"{path}: cannot read ({exc})") from None
+    rows = [r for r in rows if any(cell.strip() for cell in r)]
+    if not rows:
+        raise CliError(f"{path}: empty file (expected a header line with column names)")
+    columns = [c.strip() for c in rows[0]]
     if target is None:
         raise CliError(f"{path}: --target COLUMN is required for a .csv file (columns: {', '.join(columns)})")
     if target not in columns:
         raise CliError(f"{path}: no column {target!r} (columns: {', '.join(columns)})")
-    try:
-        data = np.genfromtxt(path, delimiter=",", skip_header=1, dtype=np.float64, invalid_raise=True,
-                             filling_values=np.nan)
-    except ValueError as exc:
-        raise CliError(f"{path}: could not parse as numbers ({exc})") from None
-    if data.size == 0:
-        raise CliError(f"{path}: no data rows")
-    data = np.atleast_2d(data)
-    if data.shape[1] != len(columns):
-        raise CliError(f"{path}: rows have {data.shape[1]} fields but the header has {len(columns)}")
-    if not np.all(np.isfinite(data)):
-        rows, cols = np.nonzero(~np.isfinite(data))
-        raise CliError(
-            f"{path}: non-numeric or missing value in row {rows[0] + 2}, column {columns[cols[0]]!r}"
-        )
+    if len(rows) < 2:
+        raise CliError(f"{path}: no data rows after the header")
+    data = np.empty((len(rows) - 1, len(columns)))
+    for i, row in enumerate(rows[1:]):
+        line = i + 2
+        if len(row) != len(columns):
+            raise CliError(f"{path}: line {line} has {len(row)} fields, the header has {len(columns)}")
+        for j, cell in enumerate(row):
+            try:
+                value = float(cell)
+            except ValueError:
+                shown = cell.strip() or "(empty)"
+                raise CliError(f"{path}: line {line}, column {columns[j]!r}: not a number: {shown!r}") from None
+            if not np.isfinite(value):
+                raise CliError(f"{path}: line {line}, column {columns[j]!r}: {cell.strip()} (NaN/Inf not allowed)")
+            data[i, j] = value
     j = columns.index(target)
     y = data[:, j]
     X = np.delete(data, j, axis=1)
     if X.shape[1] == 0:
         raise CliError(f"{path}: no feature columns besides the target {target!r}")
+    if X.shape[0] < 2:
+        raise CliError(f"{path}: need at least 2 samples, got {X.shape[0]}")
     return X, y
 
 
@@ -94,8 +100,11 @@ def _load_npz(path):
                 raise CliError(f"{path}: expected arrays 'X' and 'y', found {sorted(f.files)}")
             X = np.asarray(f["X"])
             y = np.asarray(f["y"])
-    except (OSError, ValueError) as exc:
-        raise CliError(f"{path}: not a readable .npz file ({exc})") from None
+    except (OSError, ValueError, EOFError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "pickled" in reason:
+            reason = "not a NumPy .npz archive"
+        raise CliError(f"{path}: not a readable .npz file ({reason})") from None
     if X.dtype.kind not in "biuf" or y.dtype.kind not in "biuf":
         raise CliError(f"{path}: X and y must be numeric, got dtypes {X.dtype} and {y.dtype}")
     X = X.astype(np.float64)
@@ -177,7 +186,11 @@ def _cmd_train(args) -> int:
         "test_r2": float(est.score(X[test], y[test])) if n_test >= 2 else None,
         "seconds": seconds,
         "history": [
-            {k: v for k, v in h.items() if k in ("step", "loss", "solver", "cg_iterations", "seconds", "damping")}
+            {
+                k: v
+                for k, v in h.items()
+                if k in ("step", "output", "loss", "solver", "cg_iterations", "seconds", "damping")
+            }
             for h in est.history_
         ],
     }
@@ -269,11 +282,9 @@ def main(argv=None) -> int:
         return 2
     try:
         return args.func(args)
-    except CliError as exc:
-        print(f"sketchgn: error: {exc}", file=sys.stderr)
-        return 2
-    except (TypeError, ValueError, MemoryError) as exc:
-        print(f"sketchgn: error: {exc}", file=sys.stderr)
+    except (CliError, TypeError, ValueError, MemoryError) as exc:
+        message = " ".join(str(exc).split())  # always one line
+        print(f"sketchgn: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
