@@ -7,13 +7,11 @@ import math
 import numpy as np
 
 from . import _core
-from ._validation import as_float_array, check_finite, resolve_n_threads
+from ._validation import as_float_array, check_finite, check_memory, resolve_n_threads
 
 __all__ = ["ReLUJacobian"]
 
 _PATHS = ("auto", "dense", "sparse")
-# Arrays with more entries than this are refused before any allocation (would not fit in memory).
-_MAX_ENTRIES = 1 << 40
 
 
 def _as_real_matrix(value, name, ndim):
@@ -87,8 +85,9 @@ class ReLUJacobian:
             raise ValueError(f"threshold must be finite, got {threshold}")
         if path not in _PATHS:
             raise ValueError(f"path must be one of {_PATHS}, got {path!r}")
-        if n * m > _MAX_ENTRIES * 8:
-            raise ValueError(f"the activation pattern of n * m = {n * m} entries is too large")
+        m_pad, d_pad = -(-m // 64) * 64, -(-d // 8) * 8
+        check_memory(n * m_pad // 8 + 8 * (n * d_pad + m_pad * d_pad + n + m_pad),
+                     f"the activation pattern of n * m = {n} * {m} entries (and the padded copies)")
         self._n_threads = nt
         self._impl = _core.ReLUJacobian(X, W, a, threshold, path, nt)
         self._forward = None
@@ -135,7 +134,14 @@ class ReLUJacobian:
 
     def pattern(self):
         """The activation pattern D as an (n, m) bool array (materialised; for small problems)."""
+        check_memory(self.n * self.m, "pattern() (an n x m bool array)")
         return self._impl.pattern()
+
+    def __reduce__(self):
+        raise TypeError(
+            "a ReLUJacobian cannot be pickled (it holds a compiled pattern); pickle X, W, a and the "
+            "threshold and build it again"
+        )
 
     # -- products ------------------------------------------------------------------------------
     def _threads(self, n_threads):
@@ -175,6 +181,7 @@ class ReLUJacobian:
     def matmat(self, Vs, n_threads=None):
         """``J @ Vs`` for k directions at once: Vs (m, d, k) or (m*d, k) -> (n, k)."""
         Vb = self._direction(Vs, "Vs", k=True)
+        check_memory(8 * self.n * Vb.shape[0], "matmat's result")
         return self._impl.matmat(Vb, self._threads(n_threads)).T
 
     def _residual_block(self, U, name, single):
@@ -200,6 +207,7 @@ class ReLUJacobian:
     def rmatmat(self, U, n_threads=None):
         """``J.T @ U`` for k vectors: U (n, k) -> (m, d, k)."""
         Ub = self._residual_block(U, "U", False)
+        check_memory(8 * self.m * self.d * Ub.shape[0], "rmatmat's result")
         return np.moveaxis(self._impl.rmatmat(Ub, self._threads(n_threads)), 0, 2)
 
     def gram(self, n_threads=None):
@@ -208,8 +216,7 @@ class ReLUJacobian:
         Cost O(n^2 (m / 64 + d)) with popcounts of the bit pattern; memory n^2 doubles.
         """
         n = self.n
-        if n * n > _MAX_ENTRIES:
-            raise ValueError(f"gram() would allocate an {n} x {n} matrix ({8 * n * n} bytes)")
+        check_memory(8 * n * n, f"gram() of n = {n} samples (an {n} x {n} matrix)")
         return self._impl.gram(self._threads(n_threads))
 
     def aslinearoperator(self):

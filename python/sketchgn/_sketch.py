@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _core
-from ._validation import as_float_array, check_int, check_seed, resolve_n_threads
+from ._validation import as_float_array, check_int, check_memory, check_seed, resolve_n_threads
 
 __all__ = ["SRHT", "KroneckerSRHT"]
 
@@ -90,6 +90,8 @@ class SRHT:
         if arr.shape[0] != self.n_in:
             raise ValueError(f"A must have {self.n_in} rows (n_in), got shape {arr.shape}")
         vector = arr.ndim == 1
+        k = 1 if vector else arr.shape[1]
+        check_memory(arr.itemsize * k * (self.n_pad + self.n_out), "SRHT.apply (its work array and result)")
         out = self._impl.apply(arr.reshape(self.n_in, -1) if vector else arr, nt)
         return out[:, 0] if vector else out
 

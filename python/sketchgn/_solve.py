@@ -18,7 +18,7 @@ import scipy.linalg
 
 from . import _core
 from ._jacobian import ReLUJacobian
-from ._validation import as_float_array, check_finite, check_int, check_seed, resolve_n_threads
+from ._validation import as_float_array, check_finite, check_int, check_memory, check_seed, resolve_n_threads
 
 __all__ = ["SketchPreconditioner", "SolveResult", "solve_gn"]
 
@@ -170,6 +170,9 @@ class SketchPreconditioner:
                 f"for, got {(J.n, J.m, J.d)}"
             )
         nt = resolve_n_threads(self._n_threads if n_threads is None else n_threads)
+        # the sketch T (n, s), the Gram of the sketch and R (n, n), and R's float32 copy
+        check_memory(8 * J.n * self.sketch_size + 20 * J.n * J.n,
+                     f"a sketch of {self.sketch_size} rows for n = {J.n} samples")
         t0 = time.perf_counter()
         T = _core.sketch_jacobian_transpose(J._impl, self.sketch, self.sketch_size, self.seed, nt)
         t1 = time.perf_counter()
@@ -419,6 +422,7 @@ def solve_gn(J, r, *, method="sketch", damping=0.0, tol=1e-6, maxiter=None, prec
 
 
 def _solve_exact(J, r, damping, tol, nt, timings, t_start):
+    check_memory(3 * 8 * J.n * J.n, f"the exact solve for n = {J.n} (Gram matrix and its factor)")
     t0 = time.perf_counter()
     G = J.gram(n_threads=nt)
     if damping:

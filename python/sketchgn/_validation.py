@@ -13,6 +13,7 @@ import os
 import numpy as np
 
 __all__ = [
+    "check_memory",
     "resolve_n_threads",
     "check_int",
     "check_seed",
@@ -29,6 +30,29 @@ def _available_cores() -> int:
 
 
 _CORES = _available_cores()
+
+
+def _physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):  # not POSIX
+        return 1 << 46
+
+
+_PHYSICAL_MEMORY = _physical_memory()
+
+
+def check_memory(nbytes: int, what: str) -> None:
+    """MemoryError, before allocating, for a request larger than this machine's physical memory.
+
+    (Linux overcommits: a huge allocation can succeed and the process be killed later when it is
+    touched. Asking first turns that into an exception the caller can handle.)
+    """
+    if nbytes > _PHYSICAL_MEMORY:
+        raise MemoryError(
+            f"{what} needs {nbytes / 2**30:.1f} GiB, more than this machine's "
+            f"{_PHYSICAL_MEMORY / 2**30:.1f} GiB of memory"
+        )
 # More threads than this is surely a mistake (and would not fit the C++ int).
 _MAX_THREADS = 1 << 16
 
