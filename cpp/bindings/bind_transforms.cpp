@@ -9,6 +9,7 @@
 // raises the documented TypeError/ValueError. Both paths run the same kernel.
 #include <Python.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "bindings.hpp"
@@ -43,6 +44,7 @@ struct FastState {
   PyObject* str_out = nullptr;
   PyObject* str_n_threads = nullptr;
   int default_threads = 1;
+  int max_threads = 1;  // requests above this are capped (as sketchgn._validation does)
 };
 FastState g_fast;
 
@@ -118,7 +120,7 @@ PyObject* fwht_entry(PyObject*, PyObject* const* args, Py_ssize_t nargs, PyObjec
       int overflow = 0;
       const long v = PyLong_AsLongAndOverflow(value, &overflow);
       if (overflow != 0 || v == 0 || v < -1 || v > (1 << 16)) return call_fallback(args, nargs, kwnames);
-      n_threads = v == -1 ? g_fast.default_threads : static_cast<int>(v);
+      n_threads = v == -1 ? g_fast.default_threads : std::min(static_cast<int>(v), g_fast.max_threads);
     } else {
       return call_fallback(args, nargs, kwnames);
     }
@@ -212,8 +214,8 @@ void bind_transforms(py::module_& m) {
 
   m.def(
       "configure_fwht_entry",
-      [](py::object fallback, int default_threads) {
-        require(default_threads >= 1, "default_threads must be >= 1");
+      [](py::object fallback, int default_threads, int max_threads) {
+        require(default_threads >= 1 && max_threads >= 1, "thread counts must be >= 1");
         py::module_ np = py::module_::import("numpy");
         // Kept for the life of the process (module state of a module that is never unloaded).
         g_fast.fallback = fallback.release().ptr();
@@ -223,8 +225,9 @@ void bind_transforms(py::module_& m) {
         g_fast.str_out = PyUnicode_InternFromString("out");
         g_fast.str_n_threads = PyUnicode_InternFromString("n_threads");
         g_fast.default_threads = default_threads;
+        g_fast.max_threads = max_threads;
       },
-      py::arg("fallback"), py::arg("default_threads"));
+      py::arg("fallback"), py::arg("default_threads"), py::arg("max_threads"));
 }
 
 }  // namespace sketchgn::bindings

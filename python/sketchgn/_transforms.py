@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _core
-from ._validation import _CORES, as_float_array, resolve_n_threads
+from ._validation import _CORES, _USEFUL_THREADS, as_float_array, resolve_n_threads
 
 __all__ = ["fwht"]
 
@@ -84,5 +84,5 @@ def _fwht_checked(x, *, normalize=False, out=None, n_threads=None):
 
 # The public function is a C-level entry point with a fast path for arguments that need no checking
 # or conversion; everything else is passed to _fwht_checked (see cpp/bindings/bind_transforms.cpp).
-_core.configure_fwht_entry(_fwht_checked, _CORES)
+_core.configure_fwht_entry(_fwht_checked, _CORES, _USEFUL_THREADS)
 fwht = _core.fwht_entry

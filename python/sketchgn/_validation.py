@@ -55,10 +55,13 @@ def check_memory(nbytes: int, what: str) -> None:
         )
 # More threads than this is surely a mistake (and would not fit the C++ int).
 _MAX_THREADS = 1 << 16
+# Threads actually started at most: n_threads above this is capped to it.
+_USEFUL_THREADS = 4 * _CORES
 
 
 def resolve_n_threads(n_threads) -> int:
-    """scikit-learn semantics: None or -1 = every core this process may use, k > 0 = k threads."""
+    """scikit-learn semantics: None or -1 = every core this process may use, k > 0 = k threads
+    (capped at 4 per usable core)."""
     if n_threads is None:
         return _CORES
     if isinstance(n_threads, (bool, np.bool_)) or not isinstance(n_threads, numbers.Integral):
@@ -70,7 +73,9 @@ def resolve_n_threads(n_threads) -> int:
         raise ValueError(
             f"n_threads must be None, -1 or a positive int <= {_MAX_THREADS}, got {n_threads}"
         )
-    return n_threads
+    # More threads than a few per core only add start-up and barrier costs (the kernels are
+    # compute- or memory-bound; results do not depend on the count), so the request is capped.
+    return min(n_threads, _USEFUL_THREADS)
 
 
 def check_int(value, name: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
