@@ -84,8 +84,12 @@ def main(argv=None):
             entry_j = run(["env", "BENCH=jacobian", "bash", str(HERE / "build_cpp.sh")] +
                           (["--benchmark_min_time=0.05s"] if args.quick else []), "cpp-jacobian",
                           RESULTS / "cpp-jacobian.log")
+            entry_s = run(["env", "BENCH=solver", "REPS=1", "bash", str(HERE / "build_cpp.sh")] +
+                          (["--benchmark_filter=/(500|1000)/"] if args.quick else []), "cpp-solver",
+                          RESULTS / "cpp-solver.log")
             suite["benchmarks"]["cpp"] = entry
             suite["benchmarks"]["cpp-jacobian"] = entry_j
+            suite["benchmarks"]["cpp-solver"] = entry_s
             continue
         cmd = [sys.executable, str(HERE / PYTHON_BENCHES[name])] + (["--quick"] if args.quick else [])
         suite["benchmarks"][name] = run(cmd, name, log)
