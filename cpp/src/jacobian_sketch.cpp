@@ -24,15 +24,20 @@ void neuron_factor(const ReLUJacobian& J, i64 i, double* u) {
 }  // namespace
 
 void sketch_jacobian_kronecker(const ReLUJacobian& J, const KroneckerSRHT& S, double* T, int n_threads) {
-  const i64 n = J.n(), s = S.n_out(), per = S.m_pad() + S.d_pad() + J.m();
+  const i64 n = J.n(), m = J.m(), s = S.n_out(), per = S.m_pad() + S.d_pad();
   const int threads = n * S.m_pad() >= (1 << 15) ? n_threads : 1;
+  // D1 (a / sqrt(m)) once: column i's signed neuron factor is then this masked by row i's pattern
+  // bits, one branch-free pass (measured 1.3x faster than forming a o D_i and signing it apart).
+  const double inv_sqrt_m = 1.0 / std::sqrt(static_cast<double>(m));
+  std::vector<double> signed_a(static_cast<std::size_t>(m));
+  for (i64 r = 0; r < m; ++r) signed_a[r] = (S.signs_u()[r] > 0 ? 1.0 : -1.0) * J.a()[r] * inv_sqrt_m;
   std::vector<double> work(static_cast<std::size_t>(threads * per));
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (i64 i = 0; i < n; ++i) {
     double* w = work.data() + omp_get_thread_num() * per;
-    double* u = w + S.m_pad() + S.d_pad();
-    neuron_factor(J, i, u);
-    S.apply_kron_column(u, J.x_padded() + i * J.d_padded(), T + i * s, 1, w, w + S.m_pad());
+    const std::uint8_t* row = J.bits() + i * J.row_bytes();
+    for (i64 r = 0; r < m; ++r) w[r] = ((row[r >> 3] >> (r & 7)) & 1u) ? signed_a[r] : 0.0;
+    S.apply_kron_column_signed(w, J.x_padded() + i * J.d_padded(), T + i * s, 1, w + S.m_pad());
   }
 }
 

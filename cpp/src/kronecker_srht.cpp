@@ -41,6 +41,11 @@ KroneckerSRHT::KroneckerSRHT(std::int64_t m, std::int64_t d, std::int64_t n_out,
 void KroneckerSRHT::apply_kron_column(const double* u, const double* x, double* out,
                                       std::int64_t out_stride, double* work_u, double* work_x) const {
   for (std::int64_t i = 0; i < m_; ++i) work_u[i] = s1_[i] > 0 ? u[i] : -u[i];
+  apply_kron_column_signed(work_u, x, out, out_stride, work_x);
+}
+
+void KroneckerSRHT::apply_kron_column_signed(double* work_u, const double* x, double* out,
+                                             std::int64_t out_stride, double* work_x) const {
   for (std::int64_t i = m_; i < m_pad_; ++i) work_u[i] = 0.0;
   for (std::int64_t i = 0; i < d_; ++i) work_x[i] = s2_[i] > 0 ? x[i] : -x[i];
   for (std::int64_t i = d_; i < d_pad_; ++i) work_x[i] = 0.0;

@@ -30,6 +30,10 @@ class KroneckerSRHT {
   // One column: out[j * out_stride] = (S (u (x) x))_j. work_u has m_pad entries, work_x d_pad.
   void apply_kron_column(const double* u, const double* x, double* out, std::int64_t out_stride,
                          double* work_u, double* work_x) const;
+  // The same when D1 u is already in work_u[0, m) (e.g. built from a bit pattern with the signs
+  // folded in): pads, transforms and samples.
+  void apply_kron_column_signed(double* work_u, const double* x, double* out, std::int64_t out_stride,
+                                double* work_x) const;
   // out (n_out, k) = S [U_0 (x) X_0, ..., U_{k-1} (x) X_{k-1}] for U (k, m), X (k, d).
   void apply_kron(const double* U, const double* X, std::int64_t k, double* out, int n_threads) const;
   // out (n_out, k) = S A for A (m d, k) (row-major flattening r d + c of each column).
