@@ -115,7 +115,7 @@ void bind_solver(py::module_& m) {
       else
         solve_upper(rp, n, zp, yp, n_threads);
     };
-    if (py::isinstance<CArray<float>>(R_any) && R_any.dtype().is(py::dtype::of<float>()))
+    if (R_any.dtype().equal(py::dtype::of<float>()))
       run(R_any.cast<CArray<float>>());
     else
       run(R_any.cast<CArray<double>>());
@@ -135,10 +135,10 @@ void bind_solver(py::module_& m) {
       py::array R_any = R_obj.cast<py::array>();
       require(R_any.ndim() == 2 && R_any.shape(0) == n && R_any.shape(1) == n, "R must be (n, n)");
       require(R_any.flags() & py::array::c_style, "R must be C-contiguous");
-      if (R_any.dtype().is(py::dtype::of<float>())) {
+      if (R_any.dtype().equal(py::dtype::of<float>())) {
         R32 = R_any.cast<CArray<float>>();
         have32 = true;
-      } else if (R_any.dtype().is(py::dtype::of<double>())) {
+      } else if (R_any.dtype().equal(py::dtype::of<double>())) {
         R64 = R_any.cast<CArray<double>>();
         have64 = true;
       } else

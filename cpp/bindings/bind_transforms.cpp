@@ -10,6 +10,7 @@
 #include <Python.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 
 #include "bindings.hpp"
@@ -130,8 +131,9 @@ PyObject* fwht_entry(PyObject*, PyObject* const* args, Py_ssize_t nargs, PyObjec
   if (Py_TYPE(x) != reinterpret_cast<PyTypeObject*>(g_fast.ndarray_type))
     return call_fallback(args, nargs, kwnames);
   Buffer src;
-  if (!src.acquire(x, PyBUF_RECORDS_RO) || src.view.ndim < 1 || !PyBuffer_IsContiguous(&src.view, 'C'))
-    return call_fallback(args, nargs, kwnames);
+  if (!src.acquire(x, PyBUF_RECORDS_RO) || src.view.ndim < 1 || !PyBuffer_IsContiguous(&src.view, 'C') ||
+      reinterpret_cast<std::uintptr_t>(src.view.buf) % static_cast<std::uintptr_t>(src.view.itemsize) != 0)
+    return call_fallback(args, nargs, kwnames);  // (unaligned data: the fallback makes an aligned copy)
   const int kind = float_kind(src.view);
   const Py_ssize_t n = src.view.shape[src.view.ndim - 1];
   if (kind == 0 || n < 1 || (n & (n - 1)) != 0) return call_fallback(args, nargs, kwnames);
@@ -149,6 +151,7 @@ PyObject* fwht_entry(PyObject*, PyObject* const* args, Py_ssize_t nargs, PyObjec
     if (Py_TYPE(out) != reinterpret_cast<PyTypeObject*>(g_fast.ndarray_type) ||
         !dst.acquire(out, PyBUF_RECORDS) || !PyBuffer_IsContiguous(&dst.view, 'C') ||
         float_kind(dst.view) != kind || !same_shape(src.view, dst.view) ||
+        reinterpret_cast<std::uintptr_t>(dst.view.buf) % static_cast<std::uintptr_t>(dst.view.itemsize) != 0 ||
         (dst.view.buf != src.view.buf && overlaps(src.view, dst.view)))
       return call_fallback(args, nargs, kwnames);
     Py_INCREF(out);

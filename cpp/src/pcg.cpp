@@ -32,7 +32,16 @@ double dot(const std::vector<double>& a, const std::vector<double>& b) {
   return s;
 }
 
-double norm(const std::vector<double>& a) { return std::sqrt(dot(a, a)); }
+// Euclidean norm scaled by the largest entry (as BLAS nrm2 does): no underflow to 0 for subnormal
+// vectors, no overflow for huge ones.
+double norm(const std::vector<double>& a) {
+  double scale = 0.0;
+  for (double v : a) scale = std::max(scale, std::abs(v));
+  if (scale == 0.0 || !std::isfinite(scale)) return scale;
+  double s = 0.0;
+  for (double v : a) s += (v / scale) * (v / scale);
+  return scale * std::sqrt(s);
+}
 
 bool all_finite(const std::vector<double>& a) {
   for (double v : a)

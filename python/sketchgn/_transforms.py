@@ -46,7 +46,7 @@ def _fwht_checked(x, *, normalize=False, out=None, n_threads=None):
             raise TypeError(f"normalize must be a bool, got {type(normalize).__name__} {normalize!r}")
         normalize = bool(normalize)
 
-    if type(x) is np.ndarray and x.dtype in _FLOAT and x.flags.c_contiguous and x.ndim:
+    if type(x) is np.ndarray and x.dtype in _FLOAT and x.flags.c_contiguous and x.flags.aligned and x.ndim:
         src = x
     else:
         if np.ndim(x) == 0:
@@ -71,6 +71,8 @@ def _fwht_checked(x, *, normalize=False, out=None, n_threads=None):
             raise ValueError(f"out must have shape {src.shape}, got {out.shape}")
         if not out.flags.c_contiguous:
             raise ValueError("out must be C-contiguous")
+        if not out.flags.aligned:
+            raise ValueError("out must be aligned to its itemsize")
         if not out.flags.writeable:
             raise ValueError("out must be writeable (it is read-only)")
         if out is not src and np.may_share_memory(out, src):

@@ -123,7 +123,10 @@ def as_float_array(x, name: str, *, dtypes=("float32", "float64")) -> np.ndarray
         raise TypeError(f"{name} must have dtype {allowed} (or an integer dtype), got {arr.dtype}")
     if arr.ndim == 0:  # np.ascontiguousarray would turn it into shape (1,)
         return np.asarray(arr, dtype=target)
-    return np.ascontiguousarray(arr, dtype=target)
+    out = np.ascontiguousarray(arr, dtype=target)
+    if not out.flags.aligned:  # e.g. np.frombuffer at an odd offset: the C++ core reads whole doubles
+        out = out.copy()
+    return out
 
 
 def check_finite(arr: np.ndarray, name: str) -> None:
