@@ -14,6 +14,12 @@
 // the repetitions, not the best (Google Benchmark applies the statistic to each column), so
 // `python bench/bench_jacobian.py --summarize-cpp <json>` recomputes rates from the best time.
 //
+// Own flags (taken out before Google Benchmark parses the rest):
+//   --threads=N   threads for the products (default: every core, omp_get_max_threads()). On a shared
+//                 machine --threads=1 measures the kernels without waiting on a busy second core.
+//   --all-stats   show every aggregate on the console (by default, with repetitions, only the _min,
+//                 _BigO and _RMS rows; the --benchmark_out JSON always holds every run).
+//
 // The operator is built once per (n, m, path) outside the timed loop and kept while repetitions of the
 // same arguments run (construction computes the pattern: one GEMM-sized pass).
 #include <benchmark/benchmark.h>
@@ -22,6 +28,8 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <random>
 #include <string>
@@ -40,7 +48,24 @@ constexpr i64 kD = 32;
 // Upper 5% point of N(0, 1): for unit-norm x and w ~ N(0, I), w.x ~ N(0, 1).
 constexpr double kSparseThreshold = 1.645;
 
-int all_threads() { return omp_get_max_threads(); }
+int g_threads = 0;  // --threads; 0 = every core
+int all_threads() { return g_threads > 0 ? g_threads : omp_get_max_threads(); }
+
+// Console output without the mean/median/stddev/cv rows (the best repetition is the _min row).
+class MinOnlyConsoleReporter : public benchmark::ConsoleReporter {
+ public:
+  MinOnlyConsoleReporter() : benchmark::ConsoleReporter(OO_None) {}
+  void ReportRuns(const std::vector<Run>& runs) override {
+    std::vector<Run> kept;
+    for (const Run& r : runs) {
+      const bool hidden = r.run_type == Run::RT_Aggregate &&
+                          (r.aggregate_name == "mean" || r.aggregate_name == "median" ||
+                           r.aggregate_name == "stddev" || r.aggregate_name == "cv");
+      if (!hidden) kept.push_back(r);
+    }
+    if (!kept.empty()) benchmark::ConsoleReporter::ReportRuns(kept);
+  }
+};
 
 struct Problem {
   i64 n = 0, m = 0, d = 0;
@@ -134,6 +159,24 @@ SKETCHGN_JACOBIAN_SERIES("BM_rmatvec/sparse", true, Path::sparse);
 }  // namespace
 
 int main(int argc, char** argv) {
+  bool all_stats = false, custom_format = false;
+  int kept = 1;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg.rfind("--threads=", 0) == 0) {
+      g_threads = std::atoi(arg.c_str() + 10);
+      if (g_threads < 1) {
+        std::fprintf(stderr, "bench_jacobian: --threads must be a positive integer, got '%s'\n", arg.c_str());
+        return 1;
+      }
+    } else if (arg == "--all-stats") {
+      all_stats = true;
+    } else {
+      custom_format = custom_format || arg.rfind("--benchmark_format", 0) == 0;
+      argv[kept++] = argv[i];
+    }
+  }
+  argc = kept;
   const sketchgn::BuildInfo info = sketchgn::build_info();
   benchmark::AddCustomContext("sketchgn_version", info.version);
   benchmark::AddCustomContext("sketchgn_simd", sketchgn::simd_name(sketchgn::active_simd_level()));
@@ -145,7 +188,12 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext("sparse_threshold", std::to_string(kSparseThreshold));
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  benchmark::RunSpecifiedBenchmarks();
+  if (all_stats || custom_format) {
+    benchmark::RunSpecifiedBenchmarks();
+  } else {
+    MinOnlyConsoleReporter console;
+    benchmark::RunSpecifiedBenchmarks(&console);
+  }
   benchmark::Shutdown();
   return 0;
 }

@@ -100,6 +100,7 @@ TARGET_SIZE = (8000, 16384)
 SWEEP_SIZE, QUICK_SWEEP_SIZE = (4000, 16384), (1000, 4096)
 SWEEP_FACTORS = (2, 3, 4)
 TOL = 1e-6
+METHOD_WAIT = 15.0  # with --wait-idle: seconds to wait, at most, for idle CPUs before each sample
 SEED = 20240601
 TEACHER_WIDTH = 256
 
@@ -328,6 +329,9 @@ def run_size(n, m, args, nt, report):
     budget = args.budget
     rows = {}
 
+    def settle():
+        wait_for_idle(min(args.wait_idle, METHOD_WAIT), f"n={n} method")
+
     def record(label, out, best_t, samples, util, g, iterations=0, converged=None, message=""):
         resid = true_residual(J, r, g)
         row = {"seconds": best_t, "samples": samples, "cpu_over_wall": util, "iterations": iterations,
@@ -341,16 +345,17 @@ def run_size(n, m, args, nt, report):
 
     wait_for_idle(args.wait_idle, f"n={n}")
     # NumPy exact.
-    out, t, samples, util = best_of(lambda: numpy_exact_solve(X, W, r), args.repeats, budget)
+    out, t, samples, util = best_of(lambda: numpy_exact_solve(X, W, r), args.repeats, budget, setup=settle)
     record("numpy exact", out, t, samples, util, out["g"])
     del out
     # Library exact.
-    out, t, samples, util = best_of(lambda: library_solve(X, W, a, r, nt, method="exact"), args.repeats, budget)
+    out, t, samples, util = best_of(lambda: library_solve(X, W, a, r, nt, method="exact"), args.repeats, budget,
+                                    setup=settle)
     record("exact", out, t, samples, util, out["res"].g, message=out["res"].message)
     del out
     # Sketch, fresh preconditioner (its P is the one reused below).
     out, t, samples, util = best_of(lambda: library_solve(X, W, a, r, nt, method="sketch", tol=TOL),
-                                    args.repeats, budget)
+                                    args.repeats, budget, setup=settle)
     res = out["res"]
     P = res.preconditioner
     row = record("sketch (fresh)", out, t, samples, util, res.g, res.iterations, res.converged, res.message)
@@ -360,7 +365,8 @@ def run_size(n, m, args, nt, report):
     del out
     # Sketch, reused preconditioner.
     out, t, samples, util = best_of(
-        lambda: library_solve(X, W, a, r, nt, method="sketch", tol=TOL, preconditioner=P), args.repeats, budget)
+        lambda: library_solve(X, W, a, r, nt, method="sketch", tol=TOL, preconditioner=P), args.repeats, budget,
+        setup=settle)
     res = out["res"]
     record("sketch (reused)", out, t, samples, util, res.g, res.iterations, res.converged, res.message)
     per_iteration = (out["products"] + out["preconditioner"]) / max(res.iterations, 1)
@@ -368,7 +374,7 @@ def run_size(n, m, args, nt, report):
     # Plain CG, capped so that it ends.
     maxiter = int(min(10 * n, max(50, args.cg_budget / max(per_iteration, 1e-6))))
     out, t, samples, util = best_of(
-        lambda: library_solve(X, W, a, r, nt, method="cg", tol=TOL, maxiter=maxiter), 1, budget)
+        lambda: library_solve(X, W, a, r, nt, method="cg", tol=TOL, maxiter=maxiter), 1, budget, setup=settle)
     res = out["res"]
     msg = res.message or ""
     if not res.converged:
@@ -385,7 +391,7 @@ def run_size(n, m, args, nt, report):
             T = _core.sketch_jacobian_transpose(J._impl, kind, s, 0, nt)
             del T
 
-        _, t, samples, util = best_of(sketch_once, args.repeats, budget)
+        _, t, samples, util = best_of(sketch_once, args.repeats, budget, setup=settle)
         sketch_times[kind] = {"seconds": t, "samples": samples, "cpu_over_wall": util}
     print(f"  sketch of J^T (s={s}): kronecker {fmt_time(sketch_times['kronecker']['seconds'])}, "
           f"srht {fmt_time(sketch_times['srht']['seconds'])}", flush=True)
@@ -404,20 +410,31 @@ def run_sweep(n, m, args, nt, report):
     r = J.forward() - y
     rows = []
     wait_for_idle(args.wait_idle, "the sweep")
+
+    def settle():
+        wait_for_idle(min(args.wait_idle, METHOD_WAIT), "a sweep sample")
+
     for f in SWEEP_FACTORS:
         s = f * n
-        P = sg.SketchPreconditioner(J, sketch_size=s, n_threads=nt)
-        build = dict(P.timings)
+
+        def build(s=s):
+            P = sg.SketchPreconditioner(J, sketch_size=s, n_threads=nt)
+            return {"P": P, "seconds": P.timings["sketch"] + P.timings["factorization"]}
+
+        built, _, build_samples, _ = best_of(build, args.repeats, args.budget, setup=settle)
+        P = built["P"]
         out, t, samples, _ = best_of(
             lambda: library_solve(X, W, a, r, nt, method="sketch", tol=TOL, preconditioner=P), args.repeats,
-            args.budget)
+            args.budget, setup=settle)
         res = out["res"]
         rows.append({"factor": f, "sketch_size": s, "iterations": res.iterations, "converged": res.converged,
-                     "residual": res.residual, "solve_seconds": t, "sketch": build["sketch"],
-                     "factorization": build["factorization"], "factorization_used": P.factorization_})
-        del P, out, res
+                     "residual": res.residual, "solve_seconds": t, "solve_samples": samples,
+                     "sketch": P.timings["sketch"], "factorization": P.timings["factorization"],
+                     "build_samples": build_samples, "factorization_used": P.factorization_})
+        del P, built, out, res
         gc.collect()
     report["sweep"] = {"n": n, "m": m, "d": D_FEATURES, "rows": rows}
+    print("(best of the samples: the build and the solve separately)")
     print(f"{'s':>8s} {'iters':>6s} {'solve':>9s} {'sketch':>9s} {'factor':>9s} {'build+solve':>12s}")
     for row in rows:
         print(f"{str(row['factor']) + 'n':>8s} {row['iterations']:6d} {fmt_time(row['solve_seconds']):>9s} "
@@ -488,7 +505,8 @@ def main():
     parser.add_argument("--cg-budget", type=float, default=None,
                         help="plain CG's maxiter is set to take about this many seconds (default 60, quick 15)")
     parser.add_argument("--wait-idle", type=float, default=0.0,
-                        help="wait up to this many seconds for idle CPUs before each size (default 0)")
+                        help="wait up to this many seconds for idle CPUs before each size, and up to "
+                             f"{METHOD_WAIT:g} s before each sample (default 0: no waiting)")
     parser.add_argument("--keep-openblas-env", action="store_true",
                         help="do not re-execute without OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE")
     args = parser.parse_args()
