@@ -71,14 +71,20 @@ def _fwht_checked(x, *, normalize=False, out=None, n_threads=None):
             raise ValueError(f"out must have shape {src.shape}, got {out.shape}")
         if not out.flags.c_contiguous:
             raise ValueError("out must be C-contiguous")
-        if not out.flags.aligned:
-            raise ValueError("out must be aligned to its itemsize")
         if not out.flags.writeable:
             raise ValueError("out must be writeable (it is read-only)")
         if out is not src and np.may_share_memory(out, src):
             # Partial overlap (or out is a view of x): transform from a private copy.
             src = src.copy()
         dst = out
+    if not dst.flags.aligned:
+        # The core reads and writes whole elements: transform into an aligned array, then copy the
+        # result into the caller's out (which is written, as asked).
+        tmp = np.empty_like(src)
+        if src.size:
+            _core.fwht(src, tmp, normalize, nt)
+        dst[...] = tmp
+        return dst
     if src.size:
         _core.fwht(src, dst, normalize, nt)
     return dst
