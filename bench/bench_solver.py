@@ -446,7 +446,7 @@ def run_sweep(n, m, args, nt, report):
 def print_table(report):
     print("\n== results (seconds, best of the samples shown in brackets; every time includes building J / D) ==")
     head = (f"{'n':>5s} {'m':>6s} {'method':16s} {'total':>9s} " + " ".join(f"{c[:8]:>8s}" for c in COLUMNS)
-            + f" {'iters':>6s} {'residual':>9s} {'conv':>4s} {'vs numpy':>8s}")
+            + f" {'iters':>6s} {'residual':>9s} {'conv':>4s} {'vs numpy':>8s} {'cpu':>4s}")
     print(head)
     for size in report["sizes"]:
         base = size["methods"]["numpy exact"]["seconds"]
@@ -454,11 +454,13 @@ def print_table(report):
             cols = " ".join(f"{fmt_time(row.get(c)):>8s}" for c in COLUMNS)
             print(f"{size['n']:5d} {size['m']:6d} {label:16s} {fmt_time(row['seconds']):>6s}[{len(row['samples'])}] "
                   f"{cols} {row['iterations']:6d} {row['residual']:9.2e} {'yes' if row['converged'] else 'NO':>4s} "
-                  f"{base / row['seconds']:7.2f}x")
+                  f"{base / row['seconds']:7.2f}x {row['cpu_over_wall']:4.1f}")
         sk = size["sketch_J_transpose"]
         print(f"{'':12s} preconditioner build {fmt_time(size['preconditioner_build'])} (s={size['sketch_size']}); "
-              f"sketch of J^T: kronecker {fmt_time(sk['kronecker']['seconds'])}, srht {fmt_time(sk['srht']['seconds'])}")
-    print("('vs numpy' = NumPy exact time / this time; > 1 is faster than NumPy)")
+              f"sketch of J^T: kronecker {fmt_time(sk['kronecker']['seconds'])} (cpu {sk['kronecker']['cpu_over_wall']:.1f}), "
+              f"srht {fmt_time(sk['srht']['seconds'])} (cpu {sk['srht']['cpu_over_wall']:.1f})")
+    print("('vs numpy' = NumPy exact time / this time; > 1 is faster than NumPy. 'cpu' = process CPU time / wall "
+          "time of that sample: about 2 with both cores; well below 2 means other processes took the CPU)")
 
 
 def evaluate_targets(report, quick):

@@ -44,7 +44,8 @@ best of the library's single solvers (sketch, exact, gd).
     python bench/bench_train.py --quick                # synth-2000x8192 and digits, 20 s budgets
     python bench/bench_train.py --only synth-8000x16384
     python bench/bench_train.py --only synth-8000x16384 --methods auto,exact,sketch,numpy   # the GN rows only
-    python bench/bench_train.py --json out.json        # default bench/results/train.json; plots beside it
+    python bench/bench_train.py --json out.json        # default bench/results/train.json; plots beside it,
+                                                       # named <json stem>_<problem>.png
 
 Like bench_solver.py (whose helpers it uses) it re-executes itself without OPENBLAS_CORETYPE /
 OPENBLAS_L2_SIZE unless --keep-openblas-env is given. PyTorch is optional (pip install torch==2.13.0);
@@ -360,8 +361,11 @@ def run_problem(name, args, nt, report):
 
         for which in torch_methods:
             settle(which)
+            c0, w0 = time.process_time(), time.perf_counter()
             res = run_torch(P, which, args.budget, loss0, args.adam_lr, args.torch_dtype)
-            res["samples"] = [res.pop("seconds")]
+            res["cpu_over_wall"] = (time.process_time() - c0) / (time.perf_counter() - w0)
+            t = res.pop("seconds")
+            res["samples"] = [t if math.isfinite(t) else None]
             res["torch_threads"] = torch.get_num_threads()
             results[which] = res
             show(which, res, res["samples"])
@@ -370,10 +374,10 @@ def run_problem(name, args, nt, report):
         print("  adam, lbfgs: skipped, PyTorch is not installed (pip install torch==2.13.0)")
     report["problems"][name] = {"desc": P["desc"], "n": n, "d": d, "m": m, "loss0": loss0, "methods": results,
                                 "loadavg": os.getloadavg() if hasattr(os, "getloadavg") else None}
-    plot(name, report["problems"][name], args.json.parent)
+    plot(name, report["problems"][name], args.json.with_name(f"{args.json.stem}_{name}.png"))
 
 
-def plot(name, prob, folder):
+def plot(name, prob, path):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -391,8 +395,7 @@ def plot(name, prob, folder):
     ax.set_title(f"{name}: n={prob['n']}, m={prob['m']}, d={prob['d']}")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = folder / f"train_{name}.png"
-    folder.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     print(f"  plot: {path}")
@@ -401,7 +404,7 @@ def plot(name, prob, folder):
 def print_table(report):
     print("\n== time to a relative loss of 1e-6 (the table's times include everything from the start of the fit) ==")
     print(f"{'problem':18s} {'method':9s} {'to 1e-6':>11s} {'[runs]':>6s} {'final rel':>10s} {'steps':>6s} "
-          f"{'wall':>9s} {'vs numpy':>8s}  notes")
+          f"{'wall':>9s} {'vs numpy':>8s} {'cpu':>4s}  notes")
     for name, prob in report["problems"].items():
         base = prob["methods"].get("numpy GN", {}).get("time_to_target")
         for label, res in prob["methods"].items():
@@ -421,8 +424,9 @@ def print_table(report):
                 notes.append(f"lr {res['lr']:g}")
             print(f"{name:18s} {label:9s} {fmt_time(tt) if tt is not None else 'not reached':>11s} "
                   f"{len(res['samples']):>6d} {res['final_rel_loss']:10.2e} {res['steps']:6d} {fmt_time(res['wall']):>9s} "
-                  f"{ratio:>8s}  {'; '.join(notes)}")
-    print("('vs numpy' = NumPy exact GN time to target / this one; > 1 is faster)")
+                  f"{ratio:>8s} {res['cpu_over_wall']:4.1f}  {'; '.join(notes)}")
+    print("('vs numpy' = NumPy exact GN time to target / this one; > 1 is faster. 'cpu' = process CPU time / wall "
+          "time of that run: about 2 with both cores; well below 2 means other processes took the CPU)")
 
 
 def evaluate_targets(report, args):
