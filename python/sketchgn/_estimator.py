@@ -209,6 +209,8 @@ class GaussNewtonRegressor(RegressorMixin, BaseEstimator):
                              reset=not (self.warm_start and hasattr(self, "W_")))
         X = np.ascontiguousarray(X, dtype=np.float64)
         y = np.asarray(y, dtype=np.float64)
+        if not np.all(np.isfinite(y)):  # (object / string targets can carry inf past validate_data)
+            raise ValueError("y must not contain NaN or Inf")
         single = y.ndim == 1
         Y = y[:, None] if single else y
         n, d = X.shape
