@@ -4,6 +4,7 @@
 #include <Python.h>
 
 #include "bindings.hpp"
+#include "sketchgn/dense_cholesky.hpp"
 #include "sketchgn/jacobian_sketch.hpp"
 #include "sketchgn/kronecker_srht.hpp"
 #include "sketchgn/pcg.hpp"
@@ -11,6 +12,25 @@
 namespace sketchgn::bindings {
 
 namespace {
+
+// Polls Python's signal handlers with the GIL taken for just that; remembers a raised exception.
+struct SignalPoll {
+  bool signalled = false;
+  bool operator()() {
+    py::gil_scoped_acquire acquire;
+    if (PyErr_CheckSignals() != 0) signalled = true;
+    return signalled;
+  }
+};
+
+template <class Fn>
+Fn capsule_function(const py::object& capsule, const char* name) {
+  PyObject* c = capsule.ptr();
+  if (!PyCapsule_CheckExact(c)) throw py::type_error(std::string(name) + " must be a PyCapsule");
+  void* p = PyCapsule_GetPointer(c, PyCapsule_GetName(c));
+  if (p == nullptr) throw py::error_already_set();
+  return reinterpret_cast<Fn>(p);
+}
 
 CArray<double> sketch_transpose(const ReLUJacobian& J, const std::string& kind, std::int64_t s,
                                 std::uint64_t seed, int n_threads) {
@@ -43,6 +63,9 @@ void bind_solver(py::module_& m) {
   py::class_<KroneckerSRHT>(m, "KroneckerSRHT")
       .def(py::init([](std::int64_t mm, std::int64_t d, std::int64_t n_out, std::uint64_t seed) {
              require(mm >= 1 && d >= 1, "KroneckerSRHT: m and d must be >= 1");
+             require(mm <= (std::int64_t(1) << 40) && d <= (std::int64_t(1) << 40) &&
+                         next_power_of_two(mm) <= (std::int64_t(1) << 62) / next_power_of_two(d),
+                     "KroneckerSRHT: m_pad * d_pad must be <= 2**62");
              require(n_out >= 1 && n_out <= next_power_of_two(mm) * next_power_of_two(d),
                      "KroneckerSRHT: n_out must be in [1, m_pad * d_pad]");
              py::gil_scoped_release release;
@@ -99,6 +122,47 @@ void bind_solver(py::module_& m) {
         py::arg("seed"), py::arg("n_threads"),
         "T (n, s) = (S J^T)^T for the sketch kind 'kronecker', 'srht' or 'gaussian'.");
 
+  m.def("_set_lapack", [](py::object dsyrk, py::object ssyrk, py::object dtrsm, py::object dpotrf) {
+    LapackFunctions f;
+    f.dsyrk = capsule_function<decltype(f.dsyrk)>(dsyrk, "dsyrk");
+    f.ssyrk = capsule_function<decltype(f.ssyrk)>(ssyrk, "ssyrk");
+    f.dtrsm = capsule_function<decltype(f.dtrsm)>(dtrsm, "dtrsm");
+    f.dpotrf = capsule_function<decltype(f.dpotrf)>(dpotrf, "dpotrf");
+    set_lapack_functions(f);
+  }, "Take SciPy's BLAS/LAPACK (capsules of scipy.linalg.cython_blas / cython_lapack).");
+
+  m.def("sketch_gram_upper", [](const CArray<double>& T, double shift, bool single_precision) {
+    require(T.ndim() == 2, "T must be (n, s)");
+    const std::int64_t n = T.shape(0), s = T.shape(1);
+    CArray<double> C({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(n)});
+    const double* t = T.data();
+    double* c = C.mutable_data();
+    SignalPoll poll;
+    {
+      py::gil_scoped_release release;
+      sketch_gram_upper(t, n, s, shift, single_precision, c, std::ref(poll));
+    }
+    if (poll.signalled) throw py::error_already_set();
+    return C;
+  }, py::arg("T").noconvert(), py::arg("shift"), py::arg("single_precision"),
+     "C (n, n) upper triangle = T T^T + shift I (GIL released, Ctrl-C between blocks).");
+
+  m.def("cholesky_upper", [](py::array_t<double> C) {
+    require(C.ndim() == 2 && C.shape(0) == C.shape(1), "C must be (n, n)");
+    require((C.flags() & py::array::c_style) && C.writeable(), "C must be a writeable C-contiguous array");
+    const std::int64_t n = C.shape(0);
+    double* c = C.mutable_data();
+    SignalPoll poll;
+    std::int64_t info;
+    {
+      py::gil_scoped_release release;
+      info = cholesky_upper(c, n, std::ref(poll));
+    }
+    if (poll.signalled) throw py::error_already_set();
+    return info;
+  }, py::arg("C").noconvert(),
+     "In place: upper triangle of C -> R (R^T R = C); 0, or the order of the first non-positive minor.");
+
   m.def("solve_upper", [](py::array R_any, const CArray<double>& z, bool transpose, int n_threads) {
     checked_threads(n_threads);
     require(R_any.ndim() == 2 && R_any.shape(0) == R_any.shape(1), "R must be (n, n)");
@@ -150,16 +214,9 @@ void bind_solver(py::module_& m) {
     double* gp = g.mutable_data();
     const float* r32 = have32 ? R32.data() : nullptr;
     const double* r64 = have64 ? R64.data() : nullptr;
-    bool signalled = false;
     // Between iterations: take the GIL just long enough to run Python's signal handlers.
-    auto interrupted = [&signalled]() {
-      py::gil_scoped_acquire acquire;
-      if (PyErr_CheckSignals() != 0) {
-        signalled = true;
-        return true;
-      }
-      return false;
-    };
+    SignalPoll poll;
+    const std::function<bool()> interrupted = std::ref(poll);
     PcgResult res;
     {
       py::gil_scoped_release release;
@@ -168,13 +225,13 @@ void bind_solver(py::module_& m) {
       else
         res = pcg_solve<double>(J, rp, damping, r64, tol, maxiter, gp, n_threads, interrupted);
     }
-    if (signalled) throw py::error_already_set();
+    if (poll.signalled) throw py::error_already_set();
     py::dict info;
     info["iterations"] = res.iterations;
     info["residual"] = res.residual;
     info["converged"] = res.converged;
     static const char* const kStatus[] = {"converged", "maxiter", "stagnated", "breakdown", "inaccurate",
-                                          "interrupted"};
+                                          "interrupted", "overflow"};
     info["status"] = kStatus[static_cast<int>(res.status)];
     info["seconds_products"] = res.seconds_products;
     info["seconds_preconditioner"] = res.seconds_preconditioner;

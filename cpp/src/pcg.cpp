@@ -96,11 +96,32 @@ PcgResult pcg_solve(const ReLUJacobian& J, const double* r, double damping, cons
   PcgResult out;
   std::vector<double> rhs(r, r + n), x(g, g + n), res(n), z(n), p(n), q(n), tmp(static_cast<std::size_t>(md));
 
+  // Scaling by powers of two, exact and invisible in the result (the same bits as unscaled whenever
+  // nothing over- or underflows): the right-hand side to a largest entry near 1, so that the norms
+  // and inner products of CG neither overflow for a huge r nor underflow for a tiny one; and, for a
+  // damping > 1, the whole system by a power of four c near the damping, (J J^T / c + damping / c I),
+  // with the preconditioner R^T R / c, so that a huge damping does not overflow them either.
+  // Solved: (A / c) x' = r / 2^e with x' = c g / 2^e.
+  double rhs_top = 0.0;
+  for (double v : rhs) rhs_top = std::max(rhs_top, std::abs(v));
+  const int rhs_exp = rhs_top > 0.0 && std::isfinite(rhs_top) ? std::ilogb(rhs_top) : 0;
+  const int op_exp = damping > 1.0 && std::isfinite(damping) ? 2 * (std::ilogb(damping) / 2) : 0;
+  const double op_scale = std::ldexp(1.0, op_exp);
+  for (double& v : rhs) v = std::ldexp(v, -rhs_exp);
+  for (double& v : x) v = std::ldexp(v, op_exp - rhs_exp);
+  if (!all_finite(x)) std::fill(x.begin(), x.end(), 0.0);  // a warm start far off the scale of r
+  const double inv_op_scale = 1.0 / op_scale, root_op_scale = std::sqrt(op_scale);
+  const double scaled_damping = damping * inv_op_scale;
+
   auto apply_system = [&](const std::vector<double>& v, std::vector<double>& result) {
     const auto t0 = clock::now();
     J.rmatvec(v.data(), tmp.data(), n_threads);
     J.matvec(tmp.data(), result.data(), n_threads);
-    for (i64 i = 0; i < n; ++i) result[i] += damping * v[i];
+    if (op_scale == 1.0) {
+      for (i64 i = 0; i < n; ++i) result[i] += damping * v[i];
+    } else {
+      for (i64 i = 0; i < n; ++i) result[i] = result[i] * inv_op_scale + scaled_damping * v[i];
+    }
     out.seconds_products += seconds_since(t0);
   };
   auto precondition = [&](const std::vector<double>& v, std::vector<double>& result) {
@@ -110,7 +131,11 @@ PcgResult pcg_solve(const ReLUJacobian& J, const double* r, double damping, cons
     }
     const auto t0 = clock::now();
     solve_upper_transpose(R, n, v.data(), result.data(), n_threads);
+    if (op_scale != 1.0)
+      for (double& w : result) w *= root_op_scale;
     solve_upper(R, n, result.data(), result.data(), n_threads);
+    if (op_scale != 1.0)
+      for (double& w : result) w *= root_op_scale;
     out.seconds_preconditioner += seconds_since(t0);
   };
   auto true_residual = [&]() {
@@ -138,6 +163,13 @@ PcgResult pcg_solve(const ReLUJacobian& J, const double* r, double damping, cons
   // along the null space, so the best one is what is returned (a least-squares-like answer).
   int restarts = 0;
   double res_norm = norm(res);
+  if (nonzero_start && !(res_norm <= rhs_norm)) {
+    // A warm start worse than none (its residual exceeds ||r||; with a huge damping it can exceed the
+    // double range in the inner products): start from zero.
+    std::fill(x.begin(), x.end(), 0.0);
+    res = rhs;
+    res_norm = rhs_norm;
+  }
   std::vector<double> best_x = x;
   double best_norm = res_norm;
   i64 best_iteration = 0;
@@ -212,6 +244,28 @@ PcgResult pcg_solve(const ReLUJacobian& J, const double* r, double damping, cons
   out.residual = norm(res) / rhs_norm;
   out.converged = out.residual <= tol;
   if (out.converged) out.status = PcgStatus::converged;
+  // Back to the scale of r. If that rounded g (entries in the subnormal range), the residual reported
+  // must be that of the rounded g: measured again, on it scaled back up (exactly).
+  bool rounded = false;
+  for (double& v : x) {
+    const double scaled = std::ldexp(v, rhs_exp - op_exp);
+    rounded = rounded || std::ldexp(scaled, op_exp - rhs_exp) != v;
+    v = scaled;
+  }
+  if (rounded && all_finite(x)) {
+    for (double& v : x) v = std::ldexp(v, op_exp - rhs_exp);
+    true_residual();
+    out.residual = norm(res) / rhs_norm;
+    out.converged = out.residual <= tol;
+    if (!out.converged && out.status == PcgStatus::converged) out.status = PcgStatus::inaccurate;
+    for (double& v : x) v = std::ldexp(v, rhs_exp - op_exp);
+  }
+  if (!all_finite(x)) {  // the solution itself is beyond the double range
+    std::fill(x.begin(), x.end(), 0.0);
+    out.converged = false;
+    out.status = PcgStatus::overflow;
+    out.residual = 1.0;
+  }
   std::copy(x.begin(), x.end(), g);
   return out;
 }

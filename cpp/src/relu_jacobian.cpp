@@ -319,7 +319,8 @@ void ReLUJacobian::gram(double* G, int n_threads) const {
     for (i64 i = i0; i < i1; ++i)
       for (i64 j = j0; j < (ti == tj ? i + 1 : j1); ++j) {  // diagonal tile: its lower half only
         const double c = uniform ? G[i * n_ + j] : common(i - i0, j - j0);
-        const double v = c * xx(i - i0, j - j0) * weight;
+        // (no common active neuron: exactly 0, also when x_i . x_j or a_r^2 overflows)
+        const double v = c == 0.0 ? 0.0 : c * xx(i - i0, j - j0) * weight;
         G[i * n_ + j] = v;
         G[j * n_ + i] = v;
       }

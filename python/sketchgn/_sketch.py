@@ -11,6 +11,14 @@ __all__ = ["SRHT", "KroneckerSRHT"]
 
 # to_dense() materialises n_out * n_in entries; beyond this it is surely a mistake.
 _MAX_DENSE_ENTRIES = 1 << 27
+# Grid cells of a KroneckerSRHT are indexed by int64.
+_MAX_CELLS = 1 << 62
+
+
+def _sampling_bytes(population, count):
+    """Memory of drawing `count` of `population` indices (random.cpp): a partial shuffle of the whole
+    population when count >= population / 2, else Floyd's algorithm with a hash set."""
+    return 8 * population if 2 * count >= population else 80 * count
 
 
 class SRHT:
@@ -50,6 +58,8 @@ class SRHT:
                 f"n_out must be <= n_pad = {n_pad} (n_in = {n_in} padded to a power of two), got {n_out}"
             )
         self._seed = check_seed(seed)
+        check_memory(n_in + _sampling_bytes(n_pad, n_out),
+                     f"SRHT(n_in={n_in}, n_out={n_out}) (its {n_in} signs and {n_out} sampled rows)")
         self._impl = _core.SRHT(n_in, n_out, self._seed)
 
     @property
@@ -147,6 +157,10 @@ class KroneckerSRHT:
         if n_out > m_pad * d_pad:
             raise ValueError(f"n_out must be <= m_pad * d_pad = {m_pad * d_pad}, got {n_out}")
         self._seed = check_seed(seed)
+        if m_pad * d_pad > _MAX_CELLS:
+            raise ValueError(f"m_pad * d_pad = {m_pad} x {d_pad} cells exceeds the supported {_MAX_CELLS}")
+        check_memory(m + d + 16 * n_out + _sampling_bytes(m_pad * d_pad, n_out),
+                     f"KroneckerSRHT(m={m}, d={d}, n_out={n_out}) (its signs and {n_out} sampled cells)")
         self._impl = _core.KroneckerSRHT(m, d, n_out, self._seed)
 
     @property

@@ -2,8 +2,9 @@
 
 Three methods: "sketch" (the paper's: conjugate gradient preconditioned by the factor R of a sketch of
 ``[J^T; sqrt(damping) I]``), "cg" (plain conjugate gradient) and "exact" (the Gram matrix and a
-Cholesky factorization). The CG loops run in C++ with the GIL released; the dense factorizations use
-SciPy's LAPACK.
+Cholesky factorization). The CG loops run in C++ with the GIL released; so do the dense Gram and
+Cholesky factorizations, which call the BLAS/LAPACK that SciPy ships (its Cython function pointers,
+handed to the C++ core once at import) in blocks, with Ctrl-C polled between blocks.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.linalg
+from scipy.linalg import cython_blas, cython_lapack
 
 from . import _core
 from ._jacobian import ReLUJacobian
@@ -39,6 +41,29 @@ R_DIAGONAL_FLOOR = 1e-10
 # Pivots of R below this fraction of the largest mean a (numerically) rank-deficient sketch: R is
 # recomputed with a shift (SINGULAR_PIVOT * max pivot)^2 on the diagonal of R^T R.
 SINGULAR_PIVOT = 1e-8
+
+
+_core._set_lapack(cython_blas.__pyx_capi__["dsyrk"], cython_blas.__pyx_capi__["ssyrk"],
+                  cython_blas.__pyx_capi__["dtrsm"], cython_lapack.__pyx_capi__["dpotrf"])
+
+
+def _cholesky(C):
+    """(R, info): R upper triangular with R^T R = C (C's upper triangle is read, C is overwritten);
+    info = 0, or the order of the first leading minor that is not positive definite."""
+    return C, int(_core.cholesky_upper(C))
+
+
+def _sketch_gram(T, shift=0.0):
+    """(S A)^T (S A) + shift I for the sketch S A = T.T, upper triangle (GIL released)."""
+    return _core.sketch_gram_upper(T, float(shift), False)
+
+
+def _pow2_scale(v):
+    """A power of two near max|v| (1 for a zero vector): dividing by it is exact."""
+    top = float(np.max(np.abs(v), initial=0.0))
+    if top == 0.0 or not math.isfinite(top):
+        return 1.0
+    return math.ldexp(1.0, math.frexp(top)[1] - 1)  # <= top: never overflows
 
 
 def _check_jacobian(J):
@@ -236,11 +261,9 @@ def _regularize(R, T, damping, used):
     delta = (SINGULAR_PIVOT * top) ** 2
     n = R.shape[0]
     if used == "cholqr":
-        C = scipy.linalg.blas.dsyrk(1.0, T.T, trans=1, lower=0)
-        C[np.diag_indices(n)] += damping + delta
-        R2, info = scipy.linalg.lapack.dpotrf(C, lower=0, clean=1, overwrite_a=1)
+        R2, info = _cholesky(_sketch_gram(T, damping + delta))
         if info == 0:
-            return np.ascontiguousarray(R2)
+            return R2
     SA = np.vstack([np.asarray(T.T), math.sqrt(damping + delta) * np.eye(n)])
     R2 = scipy.linalg.qr(SA, mode="r", overwrite_a=True, check_finite=False)[0][:n]
     return np.ascontiguousarray(np.triu(R2))
@@ -256,11 +279,9 @@ def _factor_plain(T, damping, how):
     n = T.shape[0]
     if how in ("auto", "cholqr"):
         # T is S A in column-major order: SYRK gives (S A)^T (S A) without a copy (upper triangle).
-        C = scipy.linalg.blas.dsyrk(1.0, T.T, trans=1, lower=0)
-        if damping:
-            C[np.diag_indices(n)] += damping
+        C = _sketch_gram(T, damping)
         diag_before = np.sqrt(np.abs(np.diagonal(C)).copy())
-        R, info = scipy.linalg.lapack.dpotrf(C, lower=0, clean=1, overwrite_a=1)
+        R, info = _cholesky(C)
         ok = info == 0
         if ok and how == "auto":
             # CholeskyQR squares cond(S A); if a pivot lost more than half the digits the R is poor:
@@ -268,16 +289,16 @@ def _factor_plain(T, damping, how):
             ratio = np.abs(np.diagonal(R)) / np.where(diag_before > 0, diag_before, 1.0)
             ok = bool(np.all(ratio > 1e-7))
         if ok:
-            return np.ascontiguousarray(R), "cholqr"
+            return R, "cholqr"
         if how == "cholqr":
             # Shifted CholeskyQR: a tiny multiple of the trace makes the Cholesky succeed; the R is
             # still a good preconditioner on the well-conditioned part.
-            C = scipy.linalg.blas.dsyrk(1.0, T.T, trans=1, lower=0)
+            C = _sketch_gram(T, 0.0)
             shift = 1e-12 * max(np.trace(C) / n, np.finfo(float).tiny) + damping
             C[np.diag_indices(n)] += shift
-            R, info = scipy.linalg.lapack.dpotrf(C, lower=0, clean=1, overwrite_a=1)
+            R, info = _cholesky(C)
             if info == 0:
-                return np.ascontiguousarray(R), "cholqr"
+                return R, "cholqr"
     SA = np.asfortranarray(T.T)
     if damping:
         SA = np.vstack([SA, math.sqrt(damping) * np.eye(n)])
@@ -414,6 +435,7 @@ def solve_gn(J, r, *, method="sketch", damping=0.0, tol=1e-6, maxiter=None, prec
         "inaccurate": "the true residual stays above tol although CG's recursive residual met it: tol is "
                       "below what rounding allows (about 1e-16 cond(J J^T))",
         "interrupted": "interrupted",
+        "overflow": "the solution is beyond the double range: g = 0 returned",
     }[info["status"]]
     if info["converged"]:
         message = ""
@@ -429,26 +451,50 @@ def _solve_exact(J, r, damping, tol, nt, timings, t_start):
         G[np.diag_indices_from(G)] += damping
     t1 = time.perf_counter()
     timings["gram"] = t1 - t0
+    # (finite: the trace of a Gram of finite J is finite unless the entries overflow)
     scale = max(float(np.trace(G)) / max(J.n, 1), np.finfo(float).tiny)
     message = ""
     extra = 0.0
-    factor = None
+    R = None
     for jitter in (0.0, 1e-14, 1e-12, 1e-10, 1e-8, 1e-6):
-        A = G if jitter == 0.0 else G + np.diag(np.full(J.n, jitter * scale))
-        try:
-            factor = scipy.linalg.cho_factor(A, lower=False, overwrite_a=False, check_finite=False)
-            if np.all(np.isfinite(factor[0])):
-                extra = jitter * scale
-                break
-        except np.linalg.LinAlgError:
-            factor = None
-    if factor is None:
+        A = G.copy()
+        if jitter:
+            A[np.diag_indices_from(A)] += jitter * scale
+        A, info = _cholesky(A)
+        if info == 0 and np.isfinite(np.diagonal(A)).all() and np.diagonal(A).min(initial=1.0) > 0:
+            R, extra = A, jitter * scale
+            break
+    if R is None:
         raise np.linalg.LinAlgError("the Gram matrix could not be factored even with added damping")
-    g = scipy.linalg.cho_solve(factor, r, check_finite=False)
+    # The system is linear in r: solve for r scaled to a largest entry near 1 (exactly, by a power of
+    # two), so that neither the solves nor the residual's norm overflow or underflow.
+    r_scale = _pow2_scale(r)
+    rs = r / r_scale
+    gs = _core.solve_upper(R, _core.solve_upper(R, rs, True, nt), False, nt)
     t2 = time.perf_counter()
     timings["cholesky"] = t2 - t1
     if extra:
         message = f"the Gram matrix is singular: solved with extra damping {extra:.3g}"
-    residual = float(np.linalg.norm(r - G @ g) / max(np.linalg.norm(r), np.finfo(float).tiny))
+    with np.errstate(over="ignore", invalid="ignore"):
+        residual = _relative_residual(rs, G, gs)
+        g = gs * r_scale
+    converged = residual <= tol
+    if not np.isfinite(g).all():
+        g = np.zeros_like(g)
+        converged, residual = False, 1.0
+        message = "the solution is beyond the double range: g = 0 returned"
     timings["total"] = time.perf_counter() - t_start
-    return SolveResult(g, 0, residual, residual <= tol, None, timings, "exact", message)
+    return SolveResult(g, 0, residual, converged, None, timings, "exact", message)
+
+
+def _relative_residual(r, G, g):
+    """||r - G g|| / ||r||, with the norms scaled (no overflow for huge entries)."""
+    res = r - G @ g
+    top = float(np.max(np.abs(res), initial=0.0))
+    r_top = float(np.max(np.abs(r), initial=0.0))
+    if r_top == 0.0:
+        return 0.0 if top == 0.0 else math.inf
+    if not math.isfinite(top):
+        return math.inf
+    num = top * float(np.linalg.norm(res / top)) if top > 0 else 0.0
+    return num / (r_top * float(np.linalg.norm(r / r_top)))

@@ -32,6 +32,7 @@ enum class PcgStatus {
   breakdown,    // non-positive curvature or non-finite values (numerically singular or indefinite)
   inaccurate,   // the recursive residual met tol several times, the true one did not (rounding)
   interrupted,  // stopped by the interrupt check
+  overflow,     // the solution is beyond the double range (g = 0 is returned)
 };
 
 struct PcgResult {
