@@ -495,7 +495,10 @@ def test_singular_exact(kind, rhs):
     res = sg.solve_gn(J, r, method="exact")
     assert np.all(np.isfinite(res.g))
     assert "damping" in res.message
-    assert abs(res.residual - true_residual(G, res.g, r)) <= 1e-8 * max(1.0, res.residual)
+    # (the residual is measured with J's products, the reference with G: they differ by the rounding of
+    # forming G g, about eps ||G|| ||g|| / ||r||, large here where g is huge)
+    rounding = 64 * np.finfo(float).eps * np.linalg.norm(G, 2) * np.linalg.norm(res.g) / np.linalg.norm(r)
+    assert abs(res.residual - true_residual(G, res.g, r)) <= 1e-8 * max(1.0, res.residual) + rounding
     if rhs == "consistent":
         assert res.converged and res.residual <= 1e-6
     else:

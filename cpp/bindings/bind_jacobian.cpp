@@ -89,8 +89,12 @@ void bind_jacobian(py::module_& m) {
         checked_threads(n_threads);
         CArray<double> out({static_cast<py::ssize_t>(J.n()), static_cast<py::ssize_t>(J.n())});
         double* o = out.mutable_data();
-        py::gil_scoped_release release;
-        J.gram(o, n_threads);
+        SignalPoll poll;
+        {
+          py::gil_scoped_release release;
+          J.gram(o, n_threads, std::ref(poll));
+        }
+        if (poll.signalled) throw py::error_already_set();
         return out;
       }, py::arg("n_threads"));
 }

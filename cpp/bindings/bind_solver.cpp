@@ -13,16 +13,6 @@ namespace sketchgn::bindings {
 
 namespace {
 
-// Polls Python's signal handlers with the GIL taken for just that; remembers a raised exception.
-struct SignalPoll {
-  bool signalled = false;
-  bool operator()() {
-    py::gil_scoped_acquire acquire;
-    if (PyErr_CheckSignals() != 0) signalled = true;
-    return signalled;
-  }
-};
-
 template <class Fn>
 Fn capsule_function(const py::object& capsule, const char* name) {
   PyObject* c = capsule.ptr();

@@ -26,6 +26,17 @@ inline void require(bool ok, const std::string& message) {
   if (!ok) throw py::value_error(message);
 }
 
+// Polls Python's signal handlers (Ctrl-C) from a GIL-released computation, taking the GIL just for
+// that; remembers that a handler raised (the caller then throws error_already_set).
+struct SignalPoll {
+  bool signalled = false;
+  bool operator()() {
+    py::gil_scoped_acquire acquire;
+    if (PyErr_CheckSignals() != 0) signalled = true;
+    return signalled;
+  }
+};
+
 inline int checked_threads(int n_threads) {
   require(n_threads >= 1, "n_threads must be a resolved count >= 1, got " + std::to_string(n_threads));
   return n_threads;

@@ -100,7 +100,7 @@ PcgResult pcg_solve(const ReLUJacobian& J, const double* r, double damping, cons
   // nothing over- or underflows): the right-hand side to a largest entry near 1, so that the norms
   // and inner products of CG neither overflow for a huge r nor underflow for a tiny one; and, for a
   // damping > 1, the whole system by a power of four c near the damping, (J J^T / c + damping / c I),
-  // with the preconditioner R^T R / c, so that a huge damping does not overflow them either.
+  // so that a huge damping does not overflow them either.
   // Solved: (A / c) x' = r / 2^e with x' = c g / 2^e.
   double rhs_top = 0.0;
   for (double v : rhs) rhs_top = std::max(rhs_top, std::abs(v));
@@ -110,7 +110,16 @@ PcgResult pcg_solve(const ReLUJacobian& J, const double* r, double damping, cons
   for (double& v : rhs) v = std::ldexp(v, -rhs_exp);
   for (double& v : x) v = std::ldexp(v, op_exp - rhs_exp);
   if (!all_finite(x)) std::fill(x.begin(), x.end(), 0.0);  // a warm start far off the scale of r
-  const double inv_op_scale = 1.0 / op_scale, root_op_scale = std::sqrt(op_scale);
+  const double inv_op_scale = 1.0 / op_scale;
+  // The preconditioner's solves are scaled by rho = a power of two near R's largest pivot (CG is
+  // invariant to a constant factor on the preconditioner, and a power of two is exact): z stays on
+  // the scale of the residual whatever R's scale or the damping it was built for.
+  double rho = 1.0;
+  if (R != nullptr) {
+    double top = 0.0;
+    for (i64 i = 0; i < n; ++i) top = std::max(top, std::abs(static_cast<double>(R[i * n + i])));
+    if (top > 0.0 && std::isfinite(top)) rho = std::ldexp(1.0, std::ilogb(top));
+  }
   const double scaled_damping = damping * inv_op_scale;
 
   auto apply_system = [&](const std::vector<double>& v, std::vector<double>& result) {
@@ -131,11 +140,11 @@ PcgResult pcg_solve(const ReLUJacobian& J, const double* r, double damping, cons
     }
     const auto t0 = clock::now();
     solve_upper_transpose(R, n, v.data(), result.data(), n_threads);
-    if (op_scale != 1.0)
-      for (double& w : result) w *= root_op_scale;
+    if (rho != 1.0)
+      for (double& w : result) w *= rho;
     solve_upper(R, n, result.data(), result.data(), n_threads);
-    if (op_scale != 1.0)
-      for (double& w : result) w *= root_op_scale;
+    if (rho != 1.0)
+      for (double& w : result) w *= rho;
     out.seconds_preconditioner += seconds_since(t0);
   };
   auto true_residual = [&]() {

@@ -280,7 +280,7 @@ void ReLUJacobian::sparse_rmatmat(const double* U, i64 k, double* G, int n_threa
   }
 }
 
-void ReLUJacobian::gram(double* G, int n_threads) const {
+bool ReLUJacobian::gram(double* G, int n_threads, const std::function<bool()>& interrupted) const {
   const auto& kern = active_kernels();
   using RowMatrix = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   const Eigen::Map<const RowMatrix> X(x_.data(), n_, d_pad_);
@@ -300,9 +300,13 @@ void ReLUJacobian::gram(double* G, int n_threads) const {
         if (active(i, r)) t(i - i0, r) = std::abs(a_[r]);
     return t;
   };
-  // Lower-triangular tiles (ti >= tj), each computed by one thread, then mirrored.
+  // Lower-triangular tiles (ti >= tj), each computed by one thread, then mirrored; in batches of
+  // about 1/16 of the work, polling `interrupted` between them (a Gram of n = 8000 takes ~1 s).
+  const i64 batch = std::max<i64>(64, pairs / 16);
+  for (i64 p0 = 0; p0 < pairs; p0 += batch) {
+  const i64 p1 = std::min(pairs, p0 + batch);
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 4)
-  for (i64 p = 0; p < pairs; ++p) {
+  for (i64 p = p0; p < p1; ++p) {
     i64 ti = static_cast<i64>((std::sqrt(8.0 * static_cast<double>(p) + 1.0) - 1.0) / 2.0);
     while (ti * (ti + 1) / 2 > p) --ti;
     while ((ti + 1) * (ti + 2) / 2 <= p) ++ti;
@@ -325,6 +329,9 @@ void ReLUJacobian::gram(double* G, int n_threads) const {
         G[j * n_ + i] = v;
       }
   }
+  if (interrupted && interrupted()) return false;
+  }
+  return true;
 }
 
 }  // namespace sketchgn

@@ -444,54 +444,75 @@ def solve_gn(J, r, *, method="sketch", damping=0.0, tol=1e-6, maxiter=None, prec
 
 
 def _solve_exact(J, r, damping, tol, nt, timings, t_start):
-    check_memory(3 * 8 * J.n * J.n, f"the exact solve for n = {J.n} (Gram matrix and its factor)")
+    return _solve_exact_columns(J, r[:, None], damping, tol, nt, timings, t_start)[0]
+
+
+def _solve_exact_columns(J, rs, damping, tol, nt, timings=None, t_start=None):
+    """The exact solve for each column of rs (n, k): one Gram matrix and one Cholesky factorization
+    shared by the k right-hand sides. Returns k SolveResults (sharing one timings dict)."""
+    t_start = time.perf_counter() if t_start is None else t_start
+    timings = {"sketch": 0.0, "factorization": 0.0, "products": 0.0, "preconditioner": 0.0} \
+        if timings is None else timings
+    check_memory(8 * J.n * J.n, f"the exact solve for n = {J.n} (its Gram matrix)")
+    # The Gram matrix is factored in place (no copy: at n = 8000 a copy of its 512 MB alone takes
+    # about a second of page faults, which Ctrl-C could not interrupt); the residual is measured with
+    # J's products instead. A singular Gram (rare) is formed again for each added damping.
     t0 = time.perf_counter()
-    G = J.gram(n_threads=nt)
-    if damping:
-        G[np.diag_indices_from(G)] += damping
-    t1 = time.perf_counter()
-    timings["gram"] = t1 - t0
-    # (finite: the trace of a Gram of finite J is finite unless the entries overflow)
-    scale = max(float(np.trace(G)) / max(J.n, 1), np.finfo(float).tiny)
-    message = ""
-    extra = 0.0
     R = None
+    extra = 0.0
     for jitter in (0.0, 1e-14, 1e-12, 1e-10, 1e-8, 1e-6):
-        A = G.copy()
-        if jitter:
-            A[np.diag_indices_from(A)] += jitter * scale
+        t_gram = time.perf_counter()
+        A = J.gram(n_threads=nt)
+        timings["gram"] = timings.get("gram", 0.0) + time.perf_counter() - t_gram
+        diag = np.diagonal(A)
+        if jitter == 0.0:
+            # (finite: the trace of a Gram of finite J is finite unless its entries overflow)
+            scale = max(float(np.sum(diag)) / max(J.n, 1) + damping, np.finfo(float).tiny)
+        A[np.diag_indices_from(A)] += damping + jitter * scale
         A, info = _cholesky(A)
         if info == 0 and np.isfinite(np.diagonal(A)).all() and np.diagonal(A).min(initial=1.0) > 0:
             R, extra = A, jitter * scale
             break
     if R is None:
         raise np.linalg.LinAlgError("the Gram matrix could not be factored even with added damping")
-    # The system is linear in r: solve for r scaled to a largest entry near 1 (exactly, by a power of
-    # two), so that neither the solves nor the residual's norm overflow or underflow.
-    r_scale = _pow2_scale(r)
-    rs = r / r_scale
-    gs = _core.solve_upper(R, _core.solve_upper(R, rs, True, nt), False, nt)
-    t2 = time.perf_counter()
-    timings["cholesky"] = t2 - t1
-    if extra:
-        message = f"the Gram matrix is singular: solved with extra damping {extra:.3g}"
-    with np.errstate(over="ignore", invalid="ignore"):
-        residual = _relative_residual(rs, G, gs)
-        g = gs * r_scale
-    converged = residual <= tol
-    if not np.isfinite(g).all():
-        g = np.zeros_like(g)
-        converged, residual = False, 1.0
-        message = "the solution is beyond the double range: g = 0 returned"
+    t1 = time.perf_counter()
+    timings["cholesky"] = t1 - t0 - timings["gram"]
+    results = []
+    for j in range(rs.shape[1]):
+        r = np.ascontiguousarray(rs[:, j])
+        # The system is linear in r: solve for r scaled to a largest entry near 1 (exactly, by a power
+        # of two), so that neither the solves nor the residual's norm overflow or underflow.
+        r_scale = _pow2_scale(r)
+        r_scaled = r / r_scale
+        g_scaled = _core.solve_upper(R, _core.solve_upper(R, r_scaled, True, nt), False, nt)
+        message = f"the Gram matrix is singular: solved with extra damping {extra:.3g}" if extra else ""
+        with np.errstate(over="ignore", invalid="ignore"):
+            residual = _relative_residual(r_scaled, J, damping, g_scaled, nt)
+            g = g_scaled * r_scale
+        converged = residual <= tol
+        if not np.isfinite(g).all():
+            g = np.zeros_like(g)
+            converged, residual = False, 1.0
+            message = "the solution is beyond the double range: g = 0 returned"
+        results.append(SolveResult(g, 0, residual, converged, None, timings, "exact", message))
+    timings["cholesky"] += time.perf_counter() - t1
     timings["total"] = time.perf_counter() - t_start
-    return SolveResult(g, 0, residual, converged, None, timings, "exact", message)
+    return results
 
 
-def _relative_residual(r, G, g):
-    """||r - G g|| / ||r||, with the norms scaled (no overflow for huge entries)."""
-    res = r - G @ g
-    top = float(np.max(np.abs(res), initial=0.0))
+def _relative_residual(r, J, damping, g, nt):
+    """||r - (J J^T + damping I) g|| / ||r||, with the norms scaled (no overflow for huge entries)."""
+    if not np.isfinite(g).all():
+        return math.inf
     r_top = float(np.max(np.abs(r), initial=0.0))
+    g_top = float(np.max(np.abs(g), initial=0.0))
+    if g_top == 0.0:
+        return 0.0 if r_top == 0.0 else 1.0
+    # J J^T g computed on g scaled to a largest entry near 1 (exactly), then scaled back
+    gs = g / g_top
+    Ag = J.matvec(J.rmatvec(gs, n_threads=nt), n_threads=nt)
+    res = r - (Ag * g_top + damping * g)
+    top = float(np.max(np.abs(res), initial=0.0))
     if r_top == 0.0:
         return 0.0 if top == 0.0 else math.inf
     if not math.isfinite(top):

@@ -11,6 +11,7 @@
 // so results are bitwise identical for any thread count.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 namespace sketchgn {
@@ -42,8 +43,9 @@ class ReLUJacobian {
   void matmat(const double* V, std::int64_t k, double* out, int n_threads) const;
   // G (k, m, d): G_j = J^T U_j for U (k, n).
   void rmatmat(const double* U, std::int64_t k, double* G, int n_threads) const;
-  // G (n, n) = J J^T = ((D D^T) o (X X^T)) / m.
-  void gram(double* G, int n_threads) const;
+  // G (n, n) = J J^T = ((D D^T) o (X X^T)) / m. `interrupted` (may be empty) is polled between
+  // batches of tiles; returns false when it stopped the computation (G is then incomplete).
+  bool gram(double* G, int n_threads, const std::function<bool()>& interrupted = {}) const;
 
   // Pattern access for sketches: bit r of row i.
   bool active(std::int64_t i, std::int64_t r) const {
