@@ -55,6 +55,12 @@ def ref_predict(X, W, a, threshold=0.0):
     return np.maximum(X @ W.T - threshold, 0.0) @ a / np.sqrt(W.shape[0])
 
 
+def dense_jacobian(X, W, a, threshold=0.0):
+    """The n x (m d) Jacobian of f at W, formed densely: row i = (a_r 1[w_r . x_i > b] x_i)_r / sqrt m."""
+    active = (X @ W.T - threshold > 0).astype(np.float64)
+    return ((active * a)[:, :, None] * X[:, None, :]).reshape(X.shape[0], -1) / np.sqrt(W.shape[0])
+
+
 def ref_loss(pred, y):
     res = np.asarray(pred, dtype=np.float64) - np.asarray(y, dtype=np.float64)
     return 0.5 * float(np.sum(res * res))
@@ -310,26 +316,43 @@ def test_predict_matches_numpy_model(small_problem, threshold):
 
 
 def test_multi_output():
+    # One hidden layer W shared by k outputs with their own signs a_[j]: f_j = relu(X W^T) a_[j] / sqrt m.
     X, Y = teacher_problem(5, 150, 8, n_outputs=2)
     assert abs(np.corrcoef(Y[:, 0], Y[:, 1])[0, 1]) < 0.9  # two different targets
     est = sg.GaussNewtonRegressor(512, solver="exact", random_state=1, n_threads=1).fit(X, Y)
-    assert est.W_.shape == (2, 512, 8) and est.a_.shape == (2, 512)
+    assert est.W_.shape == (512, 8) and est.a_.shape == (2, 512)
+    assert set(np.unique(est.a_)) <= {-1.0, 1.0} and not np.array_equal(est.a_[0], est.a_[1])
     pred = est.predict(X)
     assert pred.shape == (150, 2)
     for k in range(2):
-        np.testing.assert_allclose(pred[:, k], ref_predict(X, est.W_[k], est.a_[k]), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(pred[:, k], ref_predict(X, est.W_, est.a_[k]), rtol=1e-10, atol=1e-12)
         assert ref_r2(pred[:, k], Y[:, k]) >= 0.99, k
-    assert {h["output"] for h in est.history_} == {0, 1}
-    # loss_curve_ is the sum over outputs: its last entry is the total loss of the published weights.
+    # loss_curve_ is the total loss; its last entry is that of the published weights, and it decreases.
     assert est.loss_curve_[-1] == pytest.approx(ref_loss(pred, Y), rel=1e-9)
+    assert all(b < a for a, b in zip(est.loss_curve_, est.loss_curve_[1:]))
+    assert len(est.history_) == est.n_iter_ == len(est.loss_curve_) - 1
     W0, a0 = initial_weights(X, Y, 512, random_state=1)
-    assert W0.shape == (2, 512, 8) and np.array_equal(a0, est.a_)
-    assert est.loss_curve_[0] == pytest.approx(
-        sum(ref_loss(ref_predict(X, W0[k], a0[k]), Y[:, k]) for k in range(2)), rel=1e-12)
+    assert W0.shape == (512, 8) and np.array_equal(a0, est.a_)
+    assert est.loss_curve_[0] == pytest.approx(ref_loss(np.stack(
+        [ref_predict(X, W0, a0[k]) for k in range(2)], axis=1), Y), rel=1e-12)
     assert est.score(X, Y) >= 0.99
+    # The first step against a dense NumPy reference: per-output systems with the Gram matrix that all
+    # outputs share, the step sum_j J_j^T g_j, then the line search's first trial (full step).
+    one = sg.GaussNewtonRegressor(512, solver="exact", damping=1e-3, line_search=False, max_iter=1,
+                                  random_state=1, n_threads=1).fit(X, Y)
+    Js = [dense_jacobian(X, W0, a0[k]) for k in range(2)]
+    np.testing.assert_allclose(Js[0] @ Js[0].T, Js[1] @ Js[1].T, rtol=1e-12, atol=1e-12)
+    G = Js[0] @ Js[0].T + 1e-3 * np.eye(150)
+    R0 = np.stack([ref_predict(X, W0, a0[k]) for k in range(2)], axis=1) - Y
+    step = sum(Js[k].T @ np.linalg.solve(G, R0[:, k]) for k in range(2)).reshape(512, 8)
+    np.testing.assert_allclose(one.W_, W0 - step, rtol=1e-8, atol=1e-10 * np.abs(step).max())
+    # Matches the sketched solver (same systems, preconditioned CG), and the same fit on 2 threads.
+    sk = sg.GaussNewtonRegressor(512, solver="sketch", damping=1e-3, line_search=False, max_iter=1,
+                                 inner_tol=1e-12, random_state=1, n_threads=2).fit(X, Y)
+    np.testing.assert_allclose(sk.W_, one.W_, rtol=1e-7, atol=1e-9 * np.abs(step).max())
     # A single column of y as (n, 1) stays two-dimensional.
     est1 = sg.GaussNewtonRegressor(64, solver="exact", random_state=1, max_iter=2, n_threads=1).fit(X, Y[:, :1])
-    assert est1.predict(X).shape == (150, 1)
+    assert est1.predict(X).shape == (150, 1) and est1.a_.shape == (1, 64)
 
 
 def test_warm_start_continues_from_fitted_weights(small_problem):

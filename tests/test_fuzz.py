@@ -972,12 +972,12 @@ def test_fuzz_estimator(data):
     if single:
         ref = ref_predict(X64, est.W_, est.a_, thr)
         assert est.W_.shape == (p["width"], d) and est.a_.shape == (p["width"],)
-    else:
-        ref = np.stack([ref_predict(X64, W, a, thr) for W, a in zip(est.W_, est.a_)], axis=1)
+    else:  # one hidden layer shared by the outputs, one row of signs a_ per output
+        assert est.W_.shape == (p["width"], d) and est.a_.shape == (Y64.shape[1], p["width"])
+        ref = np.stack([ref_predict(X64, est.W_, a, thr) for a in est.a_], axis=1)
     assert pred.shape == ref.shape
     with np.errstate(all="ignore"):
-        W_all = est.W_.reshape(-1, est.W_.shape[-1])
-        scale = (np.abs(X64) @ np.abs(W_all).T + abs(thr)).max(axis=1, initial=0) * math.sqrt(p["width"])
+        scale = (np.abs(X64) @ np.abs(est.W_).T + abs(thr)).max(axis=1, initial=0) * math.sqrt(p["width"])
     bound = np.broadcast_to((64 * F64.eps * (d + p["width"]) * scale + 1e-300).reshape(-1, *([1] * (ref.ndim - 1))),
                             ref.shape)
     assert_close(pred, ref, bound, "predict")
@@ -987,11 +987,10 @@ def test_fuzz_estimator(data):
     assert est.solver_ in ("sketch", "exact", "cg", "gd")
     curve = est.loss_curve_
     assert all(np.isfinite(curve)), curve
-    if single:
-        assert len(curve) == est.n_iter_ + 1 and len(est.history_) == est.n_iter_
-        loss = 0.5 * float(np.sum((pred - Y64) ** 2))
-        assert curve[-1] == pytest.approx(loss, rel=1e-9, abs=1e-12), "loss_curve_[-1] is not the loss of predict"
-        assert all(b <= a for a, b in zip(curve, curve[1:])), f"loss increased: {curve}"
+    assert len(curve) == est.n_iter_ + 1 and len(est.history_) == est.n_iter_
+    loss = 0.5 * float(np.sum((pred - Y64) ** 2))
+    assert curve[-1] == pytest.approx(loss, rel=1e-9, abs=1e-12), "loss_curve_[-1] is not the loss of predict"
+    assert all(b <= a for a, b in zip(curve, curve[1:])), f"loss increased: {curve}"
     # predict validates its input
     ok, err = call(est.predict, np.ones((2, d + 1)))
     assert not ok and isinstance(err, ValueError)

@@ -14,7 +14,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._jacobian import ReLUJacobian
-from ._solve import SketchPreconditioner, solve_gn
+from ._solve import SketchPreconditioner, _solve_exact_columns, solve_gn
 from ._validation import resolve_n_threads
 
 __all__ = ["GaussNewtonRegressor"]
@@ -110,23 +110,30 @@ class GaussNewtonRegressor(RegressorMixin, BaseEstimator):
 
     Attributes
     ----------
-    W_ : ndarray (m, d), or (k, m, d) for k outputs
-    a_ : ndarray (m,), or (k, m)
+    W_ : ndarray (m, d)
+        The hidden layer (shared by all outputs).
+    a_ : ndarray (m,), or (k, m) for k outputs
+        The output weights, in {-1, +1}, fixed at initialisation as in the paper.
     n_iter_ : int
-        Accepted Gauss-Newton steps (the largest over outputs).
+        Accepted Gauss-Newton steps.
     loss_curve_ : list of float
-        Loss before the first step and after each accepted step (single output), or their sum over
-        outputs.
+        Loss (summed over outputs) before the first step and after each accepted step.
     history_ : list of dict
-        Per step: step, loss, solver, cg_iterations, seconds, step_size, damping, refreshes, output.
+        Per step: step, loss, solver, cg_iterations (summed over outputs), seconds, step_seconds,
+        step_size, damping, inner_tol, refreshes, predicted_decrease; the first also "reason".
     solver_ : str
     n_features_in_ : int
 
     Notes
     -----
-    Multi-output targets ``y`` of shape (n, k) train k networks of the same width (one per output),
-    each with its own Gauss-Newton iteration. The paper assumes unit-norm rows of X; normalising them
-    is left to the user (a preprocessing choice).
+    Multi-output targets ``y`` of shape (n, k) train one hidden layer ``W`` shared by k outputs
+    ``f_j = (1/sqrt m) sum_r a_[j, r] relu(w_r . x - b)``. Since ``a`` is +-1, every output's Jacobian
+    has the same Gram matrix ``J J^T``: each step solves the k per-output systems with one Gram
+    matrix and Cholesky ("exact") or one preconditioner ("sketch") and steps along
+    ``sum_j J_j^T g_j`` (the block-diagonal part of the full Gauss-Newton system, whose coupling
+    blocks are O(1/sqrt m); the line search on the total loss keeps each step a decrease).
+    The paper assumes unit-norm rows of X; normalising them is left to the user (a preprocessing
+    choice).
     """
 
     def __init__(self, width=1024, *, solver="auto", threshold=0.0, damping="auto", max_iter=50, tol=1e-6,
@@ -218,16 +225,16 @@ class GaussNewtonRegressor(RegressorMixin, BaseEstimator):
         rng = check_random_state(self.random_state)
 
         if self.warm_start and hasattr(self, "W_") and self._shapes_match(width, d, k, single):
-            Ws = [w.copy() for w in (self.W_[None] if single else self.W_)]
-            As = [a.copy() for a in (self.a_[None] if single else self.a_)]
+            W = np.array(self.W_, dtype=np.float64)
+            A = np.array(self.a_, dtype=np.float64).reshape(k, width)
         else:
-            Ws = [rng.standard_normal((width, d)) for _ in range(k)]
-            As = [rng.choice(np.array([-1.0, 1.0]), size=width) for _ in range(k)]
+            W = rng.standard_normal((width, d))
+            A = rng.choice(np.array([-1.0, 1.0]), size=(k, width))
 
         solver = self.solver
         reason = f"solver={solver!r} requested"
         if solver == "auto":
-            solver, reason = self._choose_solver(X, Ws[0], As[0], threshold, nt)
+            solver, reason = self._choose_solver(X, W, A[0], threshold, nt)
         self.solver_ = solver
 
         # Attributes are committed after every accepted step, so that an exception or Ctrl-C in the
@@ -235,22 +242,17 @@ class GaussNewtonRegressor(RegressorMixin, BaseEstimator):
         self.history_ = []
         self.loss_curve_ = []
         self.n_iter_ = 0
-        self._publish(Ws, As, single)
-        t_start = time.perf_counter()
-        losses = [[] for _ in range(k)]
-        for out in range(k):
-            self._fit_one(out, X, Y[:, out], Ws, As, single, solver, reason, width, max_iter, threshold, tol,
-                          damping, nt, t_start, losses)
+        self._publish(W, A, single)
+        self._fit(X, Y, W, A, single, solver, reason, max_iter, threshold, tol, damping, nt)
         return self
 
     def _shapes_match(self, width, d, k, single):
-        W = np.asarray(self.W_)
-        expected = (width, d) if single else (k, width, d)
-        return W.shape == expected
+        expected_a = (width,) if single else (k, width)
+        return np.shape(self.W_) == (width, d) and np.shape(self.a_) == expected_a
 
-    def _publish(self, Ws, As, single):
-        self.W_ = Ws[0].copy() if single else np.stack(Ws)
-        self.a_ = As[0].copy() if single else np.stack(As)
+    def _publish(self, W, A, single):
+        self.W_ = W.copy()
+        self.a_ = A[0].copy() if single else A.copy()
 
     def _choose_solver(self, X, W, a, threshold, nt):
         """Cost model of DESIGN.md section 6, calibrated on this machine."""
@@ -281,15 +283,29 @@ class GaussNewtonRegressor(RegressorMixin, BaseEstimator):
             return "exact", f"auto: {estimate}"
         return "sketch", f"auto: {estimate}"
 
-    def _fit_one(self, out, X, y, Ws, As, single, solver, reason, width, max_iter, threshold, tol, damping, nt,
-                 t_start, losses):
-        W, a = Ws[out], As[out]
-        J = ReLUJacobian(X, W, a, threshold=threshold, n_threads=nt)
-        r = J.forward() - y
-        loss = 0.5 * float(r @ r)
+    @staticmethod
+    def _evaluate(X, W, A, threshold, nt, Y):
+        """(Jacobians, residuals (n, k), loss): one ReLUJacobian per output (they share the pattern
+        of W; J_j differs from J_0 only by the signs a_j * a_0 of its neurons)."""
+        Js = [ReLUJacobian(X, W, a, threshold=threshold, n_threads=nt) for a in A]
+        Rs = np.stack([J.forward() for J in Js], axis=1) - Y
+        return Js, Rs, 0.5 * float(np.sum(Rs * Rs))
+
+    def _fit(self, X, Y, W, A, single, solver, reason, max_iter, threshold, tol, damping, nt):
+        """Gauss-Newton on W for the k outputs f_j = (1/sqrt m) sum_r A[j, r] relu(w_r . x - b).
+
+        With A in {-1, +1}, J_j J_j^T = ((D D^T) o (X X^T)) / m is the same matrix for every output: the
+        k per-output systems (J_j J_j^T + damping I) g_j = r_j share one Gram matrix (solver "exact")
+        or one preconditioner ("sketch"), and the step is W -= t sum_j J_j^T g_j. (The coupling blocks
+        J_i J_j^T of the full block system are sums of random signs, O(1/sqrt m) relative: they are
+        left out, and the line search on the total loss keeps every step a decrease.)
+        """
+        k = Y.shape[1]
+        t_start = time.perf_counter()
+        Js, Rs, loss = self._evaluate(X, W, A, threshold, nt, Y)
+        J = Js[0]
         loss0 = loss
-        losses[out].append(loss)
-        self._record_curve(losses)
+        self.loss_curve_ = [loss]
         lam = damping
         if lam is None:
             mean_diag = float(np.mean(np.einsum("ij,ij->i", X, X))) * max(J.density, 1e-3)
@@ -297,7 +313,7 @@ class GaussNewtonRegressor(RegressorMixin, BaseEstimator):
         P = None
         P_iterations = None
         refreshes = 0
-        g_prev, r_norm_prev = None, None
+        G_prev, r_norm_prev = None, None
         r_norm0 = math.sqrt(2 * loss0)
         for step in range(1, max_iter + 1):
             if loss <= tol * loss0 or loss == 0.0:
@@ -311,48 +327,52 @@ class GaussNewtonRegressor(RegressorMixin, BaseEstimator):
             cg_iterations = 0
             refreshed = False
             if solver == "gd":
-                direction = J.rmatvec(r)
-                lam_max = self._largest_eigenvalue(J)
-                direction *= 1.0 / lam_max
+                direction = sum(Jj.rmatvec(Rs[:, j]) for j, Jj in enumerate(Js))
+                direction *= 1.0 / (k * self._largest_eigenvalue(J))
             else:
-                x0 = None
-                if g_prev is not None and r_norm_prev:
-                    x0 = g_prev * (r_norm / r_norm_prev)
-                if solver == "sketch":
-                    if P is None or self.refresh == "always":
+                X0 = None
+                if G_prev is not None and r_norm_prev:
+                    X0 = G_prev * (r_norm / r_norm_prev)
+                if solver == "exact":
+                    results = _solve_exact_columns(J, Rs, lam, eta, nt)
+                else:
+                    if solver == "sketch" and (P is None or self.refresh == "always"):
                         P = SketchPreconditioner(J, sketch=self.sketch, sketch_size=self.sketch_size, damping=lam,
                                                  seed=step, n_threads=nt)
                         P_iterations = None
                         refreshed = True
-                    res = solve_gn(J, r, method="sketch", damping=lam, tol=eta, preconditioner=P, x0=x0,
-                                   n_threads=nt)
-                    if (self.refresh == "auto" and not refreshed and res.iterations > REFRESH_MIN_ITERATIONS
-                            and P_iterations is not None and res.iterations > 2 * P_iterations):
+
+                    def solve_all():
+                        return [solve_gn(J, Rs[:, j], method=solver, damping=lam, tol=eta, preconditioner=P,
+                                         x0=None if X0 is None else X0[:, j], n_threads=nt) for j in range(k)]
+
+                    results = solve_all()
+                    worst = max(res.iterations for res in results)
+                    if (solver == "sketch" and self.refresh == "auto" and not refreshed
+                            and worst > REFRESH_MIN_ITERATIONS and P_iterations is not None
+                            and worst > 2 * P_iterations):
                         P.refresh(J)
                         refreshed = True
-                        res = solve_gn(J, r, method="sketch", damping=lam, tol=eta, preconditioner=P, x0=x0,
-                                       n_threads=nt)
-                    if P_iterations is None or refreshed:
-                        P_iterations = max(res.iterations, 1)
-                elif solver == "cg":
-                    res = solve_gn(J, r, method="cg", damping=lam, tol=eta, x0=x0, n_threads=nt)
-                else:
-                    res = solve_gn(J, r, method="exact", damping=lam, tol=eta, n_threads=nt)
+                        results = solve_all()
+                    if solver == "sketch" and (P_iterations is None or refreshed):
+                        P_iterations = max(max(res.iterations for res in results), 1)
                 refreshes += int(refreshed and step > 1)
-                cg_iterations = res.iterations
-                g = res.g
-                g_prev, r_norm_prev = g, r_norm
-                direction = J.rmatvec(g)
-            # Gauss-Newton model of the loss along the step: m(t) = 1/2 ||r - t J d||^2.
-            Jd = J.matvec(direction)
-            predicted = float(r @ Jd) - 0.5 * float(Jd @ Jd)  # m(0) - m(1)
+                cg_iterations = sum(res.iterations for res in results)
+                G = np.stack([res.g for res in results], axis=1)
+                G_prev, r_norm_prev = G, r_norm
+                # sum_j J_j^T g_j, each J_j^T g_j = diag(a_j a_0) J_0^T g_j
+                direction = J.rmatvec(G[:, 0])
+                for j in range(1, k):
+                    direction += (A[j] * A[0])[:, None] * J.rmatvec(G[:, j])
+            # Gauss-Newton model of the loss along the step: m(t) = 1/2 sum_j ||r_j - t J_j d||^2.
+            JD = np.stack([Jj.matvec(direction) for Jj in Js], axis=1)
+            slope, curvature = float(np.sum(Rs * JD)), float(np.sum(JD * JD))
+            predicted = slope - 0.5 * curvature  # m(0) - m(1)
             t = 1.0
             accepted = False
             for _ in range(LINE_SEARCH_HALVINGS + 1):
                 W_try = W - t * direction
-                J_try = ReLUJacobian(X, W_try, a, threshold=threshold, n_threads=nt)
-                r_try = J_try.forward() - y
-                loss_try = 0.5 * float(r_try @ r_try)
+                Js_try, Rs_try, loss_try = self._evaluate(X, W_try, A, threshold, nt, Y)
                 if loss_try < loss or (not self.line_search and np.isfinite(loss_try)):
                     accepted = True
                     break
@@ -361,7 +381,7 @@ class GaussNewtonRegressor(RegressorMixin, BaseEstimator):
                 t *= 0.5
             if not accepted:
                 break
-            predicted_t = t * float(r @ Jd) - 0.5 * t * t * float(Jd @ Jd)
+            predicted_t = t * slope - 0.5 * t * t * curvature
             if damping is None and solver != "gd" and predicted_t > 0:
                 rho = (loss - loss_try) / predicted_t
                 if rho > DAMPING_SHRINK and t == 1.0:
@@ -369,13 +389,12 @@ class GaussNewtonRegressor(RegressorMixin, BaseEstimator):
                 elif rho < DAMPING_GROW:
                     lam = lam * 2.0
             decrease = (loss - loss_try) / loss
-            W, J, r, loss = W_try, J_try, r_try, loss_try
+            W, Js, Rs, loss = W_try, Js_try, Rs_try, loss_try
+            J = Js[0]
             # Commit the accepted step before anything else can raise.
-            Ws[out] = W
-            self._publish(Ws, As, single)
-            losses[out].append(loss)
-            self._record_curve(losses)
-            self.n_iter_ = max(self.n_iter_, step)
+            self._publish(W, A, single)
+            self.loss_curve_.append(loss)
+            self.n_iter_ = step
             info = {
                 "step": step,
                 "loss": loss,
@@ -387,7 +406,6 @@ class GaussNewtonRegressor(RegressorMixin, BaseEstimator):
                 "damping": lam if solver != "gd" else 0.0,
                 "inner_tol": eta if solver in ("sketch", "cg") else None,
                 "refreshes": refreshes,
-                "output": out,
                 "predicted_decrease": predicted,
             }
             if not self.history_:
@@ -396,7 +414,7 @@ class GaussNewtonRegressor(RegressorMixin, BaseEstimator):
             if self.verbose:
                 print(
                     f"step {step:3d}  loss {loss:.6e}  solver {solver:6s}  cg {cg_iterations:4d}  "
-                    f"t {t:.3g}  {info['seconds']:8.3f} s" + (f"  (output {out})" if not single else ""),
+                    f"t {t:.3g}  {info['seconds']:8.3f} s",
                     file=sys.stdout,
                     flush=True,
                 )
@@ -404,17 +422,6 @@ class GaussNewtonRegressor(RegressorMixin, BaseEstimator):
                 break
             if 0.0 <= decrease < tol * 1e-6:  # stagnation (a rise, without line search, is not)
                 break
-
-    def _record_curve(self, losses):
-        if len(losses) == 1:
-            self.loss_curve_ = list(losses[0])
-        else:
-            # Sum over outputs, aligned by step (an output that stopped keeps its last loss).
-            length = max(len(c) for c in losses if c)
-            curve = []
-            for i in range(length):
-                curve.append(sum(c[min(i, len(c) - 1)] for c in losses if c))
-            self.loss_curve_ = curve
 
     @staticmethod
     def _largest_eigenvalue(J, iterations=30):
@@ -436,6 +443,6 @@ class GaussNewtonRegressor(RegressorMixin, BaseEstimator):
         X = validate_data(self, X, reset=False, dtype=np.float64)
         X = np.ascontiguousarray(X, dtype=np.float64)
         nt = resolve_n_threads(self.n_threads)
-        if np.ndim(self.W_) == 2:
+        if np.ndim(self.a_) == 1:
             return _forward(X, self.W_, self.a_, float(self.threshold), nt)
-        return np.stack([_forward(X, W, a, float(self.threshold), nt) for W, a in zip(self.W_, self.a_)], axis=1)
+        return np.stack([_forward(X, self.W_, a, float(self.threshold), nt) for a in self.a_], axis=1)

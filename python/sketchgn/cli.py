@@ -189,7 +189,7 @@ def _cmd_train(args) -> int:
             {
                 k: v
                 for k, v in h.items()
-                if k in ("step", "output", "loss", "solver", "cg_iterations", "seconds", "damping")
+                if k in ("step", "loss", "solver", "cg_iterations", "seconds", "damping")
             }
             for h in est.history_
         ],
