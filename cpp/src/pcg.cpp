@@ -6,7 +6,11 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <vector>
+
+#include "kernels/select.hpp"
+#include "kernels/triangular_kernels.hpp"
 
 namespace sketchgn {
 
@@ -53,34 +57,30 @@ bool all_finite(const std::vector<double>& a) {
 // The triangular solves are memory-bound (each reads half of R once) and run on one thread: split
 // into per-block parallel regions they spent more in barriers than they saved (measured 43 ms on one
 // thread vs 480 ms on two for n = 8000 on a loaded 2-core machine). R may be float32 (half the
-// traffic; it is only a preconditioner); the vectors and sums are float64.
+// traffic; it is only a preconditioner); the vectors and sums are float64. The loops are SIMD kernels
+// picked at run time (kernels/triangular_kernels.inc): on the SSE2 baseline the float32 -> float64
+// conversion made the float32 solve slower than the float64 one.
+namespace {
+// (looked up per call: the active SIMD level can be switched at run time, as the tests do)
+const kernels::TriangularKernels& triangular() { return SKETCHGN_SELECT_KERNELS(triangular_kernels); }
+}  // namespace
+
 template <class T>
 void solve_upper_transpose(const T* R, i64 n, const double* z, double* y, int /*n_threads*/) {
-  // R^T y = z by forward substitution in "axpy" form: y_k is final once the rows above it are done,
-  // then row k of R (contiguous) updates the rest of y.
   if (y != z) std::copy(z, z + n, y);
-  for (i64 k = 0; k < n; ++k) {
-    const T* row = R + k * n;
-    const double yk = (y[k] /= static_cast<double>(row[k]));
-    for (i64 j = k + 1; j < n; ++j) y[j] -= static_cast<double>(row[j]) * yk;
-  }
+  if constexpr (std::is_same_v<T, float>)
+    triangular().solve_transpose_f32(R, n, y);
+  else
+    triangular().solve_transpose_f64(R, n, y);
 }
 
 template <class T>
 void solve_upper(const T* R, i64 n, const double* z, double* y, int /*n_threads*/) {
-  // R y = z by back substitution in "dot" form over the contiguous rows of R, with eight independent
-  // partial sums (a plain FP reduction does not vectorize without -ffast-math).
   if (y != z) std::copy(z, z + n, y);
-  for (i64 i = n - 1; i >= 0; --i) {
-    const T* row = R + i * n;
-    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    i64 j = i + 1;
-    for (; j + 8 <= n; j += 8)
-      for (int q = 0; q < 8; ++q) acc[q] += static_cast<double>(row[j + q]) * y[j + q];
-    double s = ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
-    for (; j < n; ++j) s += static_cast<double>(row[j]) * y[j];
-    y[i] = (y[i] - s) / static_cast<double>(row[i]);
-  }
+  if constexpr (std::is_same_v<T, float>)
+    triangular().solve_f32(R, n, y);
+  else
+    triangular().solve_f64(R, n, y);
 }
 
 template void solve_upper_transpose<float>(const float*, i64, const double*, double*, int);

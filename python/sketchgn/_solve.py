@@ -39,8 +39,10 @@ MAX_SKETCH_FACTOR = 64
 # singular systems (a preconditioner may be approximate; an infinite one is useless).
 R_DIAGONAL_FLOOR = 1e-10
 # Pivots of R below this fraction of the largest mean a (numerically) rank-deficient sketch: R is
-# recomputed with a shift (SINGULAR_PIVOT * max pivot)^2 on the diagonal of R^T R.
-SINGULAR_PIVOT = 1e-8
+# recomputed with a shift (SINGULAR_PIVOT * max pivot)^2 on the diagonal of R^T R. (1e-8, a shift of
+# 1e-16 relative, let the preconditioner amplify rounding in the null space to O(1): CG on consistent
+# singular systems then stagnated or not depending on the last bit of the triangular solves.)
+SINGULAR_PIVOT = 1e-6
 
 
 _core._set_lapack(cython_blas.__pyx_capi__["dsyrk"], cython_blas.__pyx_capi__["ssyrk"],
