@@ -44,6 +44,10 @@ class KroneckerSRHT {
   double scale_;  // 1 / sqrt(n_out): the orthonormal scaling folded with sqrt(m_pad d_pad / n_out)
   std::vector<signed char> s1_, s2_;
   std::vector<std::int64_t> p_, q_;
+  // The cells as 32-bit p_j * d_pad + q_j (when the grid allows): a quarter of the index traffic of
+  // p_ and q_ in the sampling loop, which runs n_out times per column.
+  std::vector<std::uint32_t> cells32_;
+  int log2_d_pad_ = 0;
 };
 
 }  // namespace sketchgn
