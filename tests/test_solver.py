@@ -638,6 +638,24 @@ def test_triangular_kernels(simd_level, n, dtype):
         assert rel_err(back, z) <= 1e-12
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_triangular_solves_split_over_threads(dtype):
+    # From n = 2048 the solves run in blocks of 64 rows split over the threads: the same bits for any
+    # thread count, and right (n = 2100: a last block of 52 rows, uneven thread shares).
+    from sketchgn import _core
+
+    n = 2100
+    rng = np.random.default_rng(11)
+    R = (np.triu(rng.standard_normal((n, n))) / np.sqrt(n) + 2 * np.eye(n)).astype(dtype)
+    z = rng.standard_normal(n)
+    R64 = R.astype(np.float64)
+    for transpose in (False, True):
+        ref = scipy.linalg.solve_triangular(R64, z, trans="T" if transpose else "N")
+        ys = [_core.solve_upper(R, z, transpose, nt) for nt in (1, 2, 3)]
+        assert rel_err(ys[0], ref) <= 1e-12
+        assert all(np.array_equal(y, ys[0]) for y in ys[1:])
+
+
 def test_preconditioner_solves_big(big_problem):
     # n = 640 with several threads.
     J, r, _ = big_problem

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "kernels/select.hpp"
@@ -54,33 +55,97 @@ bool all_finite(const std::vector<double>& a) {
 }
 }  // namespace
 
-// The triangular solves are memory-bound (each reads half of R once) and run on one thread: split
-// into per-block parallel regions they spent more in barriers than they saved (measured 43 ms on one
-// thread vs 480 ms on two for n = 8000 on a loaded 2-core machine). R may be float32 (half the
-// traffic; it is only a preconditioner); the vectors and sums are float64. The loops are SIMD kernels
-// picked at run time (kernels/triangular_kernels.inc): on the SSE2 baseline the float32 -> float64
-// conversion made the float32 solve slower than the float64 one.
+// The triangular solves stream R (half of it each) and are memory-bound. They run in blocks of
+// kSolveBlock rows: the small triangle on the diagonal on one thread, the streaming part (the update
+// of the rest of y, or the dot products of the block's rows with the solved part of y) split over
+// the threads, two barriers per block. Each entry is computed by one thread in one fixed order, so
+// the result is the same for any thread count. R may be float32 (half the traffic; it is only a
+// preconditioner); the vectors and sums are float64. The streaming loops are SIMD kernels picked at
+// run time (kernels/triangular_kernels.inc): on the SSE2 baseline the float32 -> float64 conversion
+// had made the float32 solve slower than the float64 one.
 namespace {
+constexpr i64 kSolveBlock = 64;
+
 // (looked up per call: the active SIMD level can be switched at run time, as the tests do)
 const kernels::TriangularKernels& triangular() { return SKETCHGN_SELECT_KERNELS(triangular_kernels); }
+
+// Below this size a solve takes tens of microseconds: barriers would cost more than they save.
+int solve_threads(i64 n, int n_threads) { return n >= 2048 ? std::max(1, n_threads) : 1; }
+
+void update(const kernels::TriangularKernels& k, const float* R, i64 n, i64 k0, i64 rows, double* y, i64 j0,
+            i64 j1) {
+  k.update_f32(R, n, k0, rows, y, j0, j1);
+}
+void update(const kernels::TriangularKernels& k, const double* R, i64 n, i64 k0, i64 rows, double* y,
+            i64 j0, i64 j1) {
+  k.update_f64(R, n, k0, rows, y, j0, j1);
+}
+void dots(const kernels::TriangularKernels& k, const float* R, i64 n, i64 i0, i64 rows, const double* y,
+          i64 j0, double* sums) {
+  k.dots_f32(R, n, i0, rows, y, j0, sums);
+}
+void dots(const kernels::TriangularKernels& k, const double* R, i64 n, i64 i0, i64 rows, const double* y,
+          i64 j0, double* sums) {
+  k.dots_f64(R, n, i0, rows, y, j0, sums);
+}
+
+// [begin, end) of `len` items for thread t of nt, in multiples of `grain`.
+std::pair<i64, i64> share(i64 len, int nt, int t, i64 grain) {
+  const i64 per = ((len + nt - 1) / nt + grain - 1) / grain * grain;
+  const i64 b = std::min(len, t * per);
+  return {b, std::min(len, b + per)};
+}
 }  // namespace
 
 template <class T>
-void solve_upper_transpose(const T* R, i64 n, const double* z, double* y, int /*n_threads*/) {
+void solve_upper_transpose(const T* R, i64 n, const double* z, double* y, int n_threads) {
+  // R^T y = z, forward: y_k is final once the rows above it are done.
   if (y != z) std::copy(z, z + n, y);
-  if constexpr (std::is_same_v<T, float>)
-    triangular().solve_transpose_f32(R, n, y);
-  else
-    triangular().solve_transpose_f64(R, n, y);
+  const auto& kern = triangular();
+  const int threads = solve_threads(n, n_threads);
+#pragma omp parallel num_threads(threads) if (threads > 1)
+  {
+    const int nt = omp_get_num_threads(), t = omp_get_thread_num();
+    for (i64 k0 = 0; k0 < n; k0 += kSolveBlock) {
+      const i64 k1 = std::min(n, k0 + kSolveBlock);
+#pragma omp single
+      for (i64 k = k0; k < k1; ++k) {
+        const T* row = R + k * n;
+        const double yk = (y[k] /= static_cast<double>(row[k]));
+        for (i64 j = k + 1; j < k1; ++j) y[j] -= static_cast<double>(row[j]) * yk;
+      }
+      const auto [b, e] = share(n - k1, nt, t, 16);
+      if (b < e) update(kern, R, n, k0, k1 - k0, y, k1 + b, k1 + e);
+#pragma omp barrier
+    }
+  }
 }
 
 template <class T>
-void solve_upper(const T* R, i64 n, const double* z, double* y, int /*n_threads*/) {
+void solve_upper(const T* R, i64 n, const double* z, double* y, int n_threads) {
+  // R y = z, backward, by blocks of rows from the bottom.
   if (y != z) std::copy(z, z + n, y);
-  if constexpr (std::is_same_v<T, float>)
-    triangular().solve_f32(R, n, y);
-  else
-    triangular().solve_f64(R, n, y);
+  const auto& kern = triangular();
+  const int threads = solve_threads(n, n_threads);
+  double sums[kSolveBlock];
+#pragma omp parallel num_threads(threads) if (threads > 1)
+  {
+    const int nt = omp_get_num_threads(), t = omp_get_thread_num();
+    for (i64 i1 = n; i1 > 0;) {
+      const i64 i0 = std::max<i64>(0, i1 - kSolveBlock);
+      const auto [b, e] = share(i1 - i0, nt, t, 2);
+      if (b < e) dots(kern, R, n, i0 + b, e - b, y, i1, sums + b);
+#pragma omp barrier
+#pragma omp single
+      for (i64 i = i1 - 1; i >= i0; --i) {
+        const T* row = R + i * n;
+        double s = sums[i - i0];
+        for (i64 j = i + 1; j < i1; ++j) s += static_cast<double>(row[j]) * y[j];
+        y[i] = (y[i] - s) / static_cast<double>(row[i]);
+      }
+      i1 = i0;
+    }
+  }
 }
 
 template void solve_upper_transpose<float>(const float*, i64, const double*, double*, int);

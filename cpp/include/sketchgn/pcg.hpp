@@ -18,8 +18,8 @@
 namespace sketchgn {
 
 // y = R^{-T} z (forward substitution) and y = R^{-1} z (back substitution) for R (n, n) row-major
-// upper triangular; y may equal z. Memory-bound, on one thread (n_threads is accepted for a uniform
-// interface); each entry is accumulated in one fixed order.
+// upper triangular; y may equal z. Memory-bound; split over n_threads from n = 2048 on, with the same
+// result for every thread count (each entry is accumulated in one fixed order).
 template <class T>
 void solve_upper_transpose(const T* R, std::int64_t n, const double* z, double* y, int n_threads);
 template <class T>
