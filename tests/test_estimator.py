@@ -315,6 +315,20 @@ def test_predict_matches_numpy_model(small_problem, threshold):
                                rtol=1e-10, atol=1e-12)
 
 
+def test_auto_choice_is_fixed_within_a_process(small_problem):
+    # solver="auto" uses speeds measured once per process: the same choice and the same weights for
+    # any n_threads and any momentary load (found under the sanitizer build, where per-fit timings
+    # made two identical fits of check_regressor_data_not_an_array pick different solvers).
+    X, y = small_problem
+    fits = [sg.GaussNewtonRegressor(128, solver="auto", max_iter=3, random_state=0, n_threads=nt).fit(X, y)
+            for nt in (1, 2, 1)]
+    rates = estimator_module._Calibration.get()
+    assert estimator_module._Calibration.get() is rates
+    assert len({f.solver_ for f in fits}) == 1
+    assert all(np.array_equal(f.W_, fits[0].W_) for f in fits[1:])
+    assert fits[0].history_[0]["reason"].startswith("auto")
+
+
 def test_multi_output():
     # One hidden layer W shared by k outputs with their own signs a_[j]: f_j = relu(X W^T) a_[j] / sqrt m.
     X, Y = teacher_problem(5, 150, 8, n_outputs=2)
