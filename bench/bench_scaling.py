@@ -17,14 +17,20 @@ resident memory of each step is sampled from /proc/self/statm. Targets (PASS/FAI
 "sketch (reused)" <= 1.15; exponent in m <= 1.1 for "sketch (reused)" and "exact"; at the largest n,
 "sketch (reused)" per step >= 5x faster than "exact".
 
-    python bench/bench_scaling.py            # full (~25 min on 2 cores)
+Like bench_solver.py it re-executes itself without OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (which this
+machine sets, forcing OpenBLAS's slower Haswell kernels on the exact solver's Cholesky) unless
+--keep-openblas-env is given.
+
+    python bench/bench_scaling.py            # full (~15 min on 2 cores)
     python bench/bench_scaling.py --quick    # n up to 4000, m up to 16384 (~2 min)
 """
 
 from __future__ import annotations
 
-import argparse
-import json
+import bench_solver  # noqa: F401  first: re-executes without the OpenBLAS overrides before numpy loads
+
+import argparse  # noqa: E402
+import json  # noqa: E402
 import os
 import platform
 import sys
@@ -172,6 +178,9 @@ def main(argv=None):
     ap.add_argument("--max-fresh-n", type=int, default=8000,
                     help="largest n for 'sketch (fresh)' (its s n^2 factorization dominates beyond)")
     ap.add_argument("--json", type=Path, default=DEFAULT_JSON)
+    ap.add_argument("--keep-openblas-env", action="store_true",
+                    help="do not re-execute without OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (the exact "
+                         "solver's Cholesky runs on OpenBLAS)")
     args = ap.parse_args(argv)
     ns = [int(v) for v in args.ns.split(",")] if args.ns else ([1000, 2000, 4000] if args.quick else
                                                                 [1000, 2000, 4000, 8000, 16000])
