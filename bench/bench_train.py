@@ -31,7 +31,7 @@ Methods:
                             evaluated so far
 
 The GN methods are capped at --gn-budget seconds (default 300, quick 60), gd and PyTorch at --budget
-(default 120, quick 20). The GN methods (auto, sketch, exact, numpy GN) take turns round by round, up to
+(default 120, quick 10). The GN methods (auto, sketch, exact, numpy GN) take turns round by round, up to
 --repeats rounds, a method being repeated while its runs stay within --repeat-budget seconds (best time
 to target counts; the table says how many runs); gd, Adam and L-BFGS run once.
 
@@ -42,7 +42,7 @@ checked, and the loss they reached is reported). On every problem: "auto" at mos
 best of the library's single solvers (sketch, exact, gd).
 
     python bench/bench_train.py                        # full (~25 min on 2 cores)
-    python bench/bench_train.py --quick                # synth-2000x8192 and digits, 20 s budgets
+    python bench/bench_train.py --quick                # synth-2000x8192 and digits, 10 s budgets
     python bench/bench_train.py --only synth-8000x16384
     python bench/bench_train.py --only synth-8000x16384 --methods auto,exact,sketch,numpy   # the GN rows only
     python bench/bench_train.py --json out.json        # default bench/results/train.json; plots beside it,
@@ -534,7 +534,7 @@ def main():
                         help=f"comma-separated subset of {','.join(METHODS)} (default: all)")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON)
     parser.add_argument("--budget", type=float, default=None,
-                        help="seconds for gd, Adam and L-BFGS per problem (default 120, quick 20)")
+                        help="seconds for gd, Adam and L-BFGS per problem (default 120, quick 10)")
     parser.add_argument("--gn-budget", type=float, default=None,
                         help="seconds for each Gauss-Newton run (default 300, quick 60)")
     parser.add_argument("--repeats", type=int, default=3, help="runs of a quick method (best counts), default 3")
@@ -555,7 +555,7 @@ def main():
     if unknown:
         parser.error(f"--methods: unknown {', '.join(unknown)} (choose from {', '.join(METHODS)})")
     if args.budget is None:
-        args.budget = 20.0 if args.quick else 120.0
+        args.budget = 10.0 if args.quick else 120.0
     if args.gn_budget is None:
         args.gn_budget = 60.0 if args.quick else 300.0
     if args.repeat_budget is None:
