@@ -112,16 +112,15 @@ void bind_solver(py::module_& m) {
         py::arg("seed"), py::arg("n_threads"),
         "T (n, s) = (S J^T)^T for the sketch kind 'kronecker', 'srht' or 'gaussian'.");
 
-  m.def("_set_lapack", [](py::object dsyrk, py::object ssyrk, py::object dtrsm, py::object dpotrf) {
+  m.def("_set_lapack", [](py::object dsyrk, py::object dtrsm, py::object dpotrf) {
     LapackFunctions f;
     f.dsyrk = capsule_function<decltype(f.dsyrk)>(dsyrk, "dsyrk");
-    f.ssyrk = capsule_function<decltype(f.ssyrk)>(ssyrk, "ssyrk");
     f.dtrsm = capsule_function<decltype(f.dtrsm)>(dtrsm, "dtrsm");
     f.dpotrf = capsule_function<decltype(f.dpotrf)>(dpotrf, "dpotrf");
     set_lapack_functions(f);
   }, "Take SciPy's BLAS/LAPACK (capsules of scipy.linalg.cython_blas / cython_lapack).");
 
-  m.def("sketch_gram_upper", [](const CArray<double>& T, double shift, bool single_precision) {
+  m.def("sketch_gram_upper", [](const CArray<double>& T, double shift) {
     require(T.ndim() == 2, "T must be (n, s)");
     const std::int64_t n = T.shape(0), s = T.shape(1);
     CArray<double> C({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(n)});
@@ -130,11 +129,11 @@ void bind_solver(py::module_& m) {
     SignalPoll poll;
     {
       py::gil_scoped_release release;
-      sketch_gram_upper(t, n, s, shift, single_precision, c, std::ref(poll));
+      sketch_gram_upper(t, n, s, shift, c, std::ref(poll));
     }
     if (poll.signalled) throw py::error_already_set();
     return C;
-  }, py::arg("T").noconvert(), py::arg("shift"), py::arg("single_precision"),
+  }, py::arg("T").noconvert(), py::arg("shift"),
      "C (n, n) upper triangle = T T^T + shift I (GIL released, Ctrl-C between blocks).");
 
   m.def("cholesky_upper", [](py::array_t<double> C) {

@@ -36,14 +36,13 @@ i64 gram_block(i64 n, i64 s) {
 void set_lapack_functions(const LapackFunctions& functions) { g_lapack = functions; }
 
 bool lapack_functions_set() {
-  return g_lapack.dsyrk != nullptr && g_lapack.ssyrk != nullptr && g_lapack.dtrsm != nullptr &&
-         g_lapack.dpotrf != nullptr;
+  return g_lapack.dsyrk != nullptr && g_lapack.dtrsm != nullptr && g_lapack.dpotrf != nullptr;
 }
 
 // Layout: T (n, s) row-major is, read column-major, the s x n matrix B = S A with leading dimension s;
 // C = B^T B. A row-major upper triangle is a column-major lower one, so every call below is 'L' in
 // column-major terms.
-bool sketch_gram_upper(const double* T, i64 n, i64 s, double shift, bool single_precision, double* C,
+bool sketch_gram_upper(const double* T, i64 n, i64 s, double shift, double* C,
                        const InterruptCheck& interrupted) {
   const auto& f = lapack();
   if (n == 0) return true;
@@ -52,33 +51,12 @@ bool sketch_gram_upper(const double* T, i64 n, i64 s, double shift, bool single_
   const i64 kc = gram_block(n, s);
   std::fill(C, C + n * n, 0.0);  // (first touch of n^2 doubles: 0.1-1 s of page faults at n = 8000)
   if (interrupted && interrupted()) return false;
-  if (!single_precision) {
-    int lda = as_int(s);
-    double alpha = 1.0;
-    for (i64 k0 = 0; k0 < s; k0 += kc) {
-      int kk = as_int(std::min(kc, s - k0));
-      double beta = 1.0;
-      f.dsyrk(&uplo, &trans, &nn, &kk, &alpha, const_cast<double*>(T + k0), &lda, &beta, C, &nn);
-      if (interrupted && interrupted()) return false;
-    }
-  } else {
-    std::vector<float> acc(static_cast<std::size_t>(n * n), 0.0f);
-    std::vector<float> block(static_cast<std::size_t>(n * std::min(kc, s)));
-    float alpha = 1.0f, beta = 1.0f;
-    for (i64 k0 = 0; k0 < s; k0 += kc) {
-      const i64 kb = std::min(kc, s - k0);
-      for (i64 i = 0; i < n; ++i) {
-        const double* src = T + i * s + k0;
-        float* dst = block.data() + i * kb;
-        for (i64 k = 0; k < kb; ++k) dst[k] = static_cast<float>(src[k]);
-      }
-      int kk = as_int(kb), ld = as_int(kb);
-      f.ssyrk(&uplo, &trans, &nn, &kk, &alpha, block.data(), &ld, &beta, acc.data(), &nn);
-      if (interrupted && interrupted()) return false;
-    }
-    // column-major lower of acc = row-major upper
-    for (i64 i = 0; i < n; ++i)
-      for (i64 j = i; j < n; ++j) C[i * n + j] = static_cast<double>(acc[i * n + j]);
+  int lda = as_int(s);
+  double alpha = 1.0, beta = 1.0;
+  for (i64 k0 = 0; k0 < s; k0 += kc) {
+    int kk = as_int(std::min(kc, s - k0));
+    f.dsyrk(&uplo, &trans, &nn, &kk, &alpha, const_cast<double*>(T + k0), &lda, &beta, C, &nn);
+    if (interrupted && interrupted()) return false;
   }
   if (shift != 0.0)
     for (i64 i = 0; i < n; ++i) C[i * n + i] += shift;

@@ -45,8 +45,8 @@ R_DIAGONAL_FLOOR = 1e-10
 SINGULAR_PIVOT = 1e-6
 
 
-_core._set_lapack(cython_blas.__pyx_capi__["dsyrk"], cython_blas.__pyx_capi__["ssyrk"],
-                  cython_blas.__pyx_capi__["dtrsm"], cython_lapack.__pyx_capi__["dpotrf"])
+_core._set_lapack(cython_blas.__pyx_capi__["dsyrk"], cython_blas.__pyx_capi__["dtrsm"],
+                  cython_lapack.__pyx_capi__["dpotrf"])
 
 
 def _cholesky(C):
@@ -57,7 +57,7 @@ def _cholesky(C):
 
 def _sketch_gram(T, shift=0.0):
     """(S A)^T (S A) + shift I for the sketch S A = T.T, upper triangle (GIL released)."""
-    return _core.sketch_gram_upper(T, float(shift), False)
+    return _core.sketch_gram_upper(T, float(shift))
 
 
 def _pow2_scale(v):
