@@ -171,11 +171,10 @@ PcgResult pcg_solve(const ReLUJacobian& J, const double* r, double damping, cons
   for (double v : rhs) rhs_top = std::max(rhs_top, std::abs(v));
   const int rhs_exp = rhs_top > 0.0 && std::isfinite(rhs_top) ? std::ilogb(rhs_top) : 0;
   const int op_exp = damping > 1.0 && std::isfinite(damping) ? 2 * (std::ilogb(damping) / 2) : 0;
-  const double op_scale = std::ldexp(1.0, op_exp);
   for (double& v : rhs) v = std::ldexp(v, -rhs_exp);
   for (double& v : x) v = std::ldexp(v, op_exp - rhs_exp);
   if (!all_finite(x)) std::fill(x.begin(), x.end(), 0.0);  // a warm start far off the scale of r
-  const double inv_op_scale = 1.0 / op_scale;
+  const double inv_op_scale = std::ldexp(1.0, -op_exp);
   // The preconditioner's solves are scaled by rho = a power of two near R's largest pivot (CG is
   // invariant to a constant factor on the preconditioner, and a power of two is exact): z stays on
   // the scale of the residual whatever R's scale or the damping it was built for.
@@ -191,11 +190,8 @@ PcgResult pcg_solve(const ReLUJacobian& J, const double* r, double damping, cons
     const auto t0 = clock::now();
     J.rmatvec(v.data(), tmp.data(), n_threads);
     J.matvec(tmp.data(), result.data(), n_threads);
-    if (op_scale == 1.0) {
-      for (i64 i = 0; i < n; ++i) result[i] += damping * v[i];
-    } else {
-      for (i64 i = 0; i < n; ++i) result[i] = result[i] * inv_op_scale + scaled_damping * v[i];
-    }
+    // (inv_op_scale = 1 and scaled_damping = damping when damping <= 1: the plain J J^T v + damping v)
+    for (i64 i = 0; i < n; ++i) result[i] = result[i] * inv_op_scale + scaled_damping * v[i];
     out.seconds_products += seconds_since(t0);
   };
   auto precondition = [&](const std::vector<double>& v, std::vector<double>& result) {

@@ -304,32 +304,32 @@ bool ReLUJacobian::gram(double* G, int n_threads, const std::function<bool()>& i
   // about 1/16 of the work, polling `interrupted` between them (a Gram of n = 8000 takes ~1 s).
   const i64 batch = std::max<i64>(64, pairs / 16);
   for (i64 p0 = 0; p0 < pairs; p0 += batch) {
-  const i64 p1 = std::min(pairs, p0 + batch);
+    const i64 p1 = std::min(pairs, p0 + batch);
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 4)
-  for (i64 p = p0; p < p1; ++p) {
-    i64 ti = static_cast<i64>((std::sqrt(8.0 * static_cast<double>(p) + 1.0) - 1.0) / 2.0);
-    while (ti * (ti + 1) / 2 > p) --ti;
-    while ((ti + 1) * (ti + 2) / 2 <= p) ++ti;
-    const i64 tj = p - ti * (ti + 1) / 2;
-    const i64 i0 = ti * kGramTile, i1 = std::min(n_, i0 + kGramTile);
-    const i64 j0 = tj * kGramTile, j1 = std::min(n_, j0 + kGramTile);
-    RowMatrix common;
-    if (uniform) {
-      kern.common_active(bits_.data(), row_bytes_ / 8, i0, i1, j0, j1, G, n_);
-    } else {
-      common = weighted_tile(i0, i1) * weighted_tile(j0, j1).transpose();
-    }
-    const RowMatrix xx = X.middleRows(i0, i1 - i0) * X.middleRows(j0, j1 - j0).transpose();
-    for (i64 i = i0; i < i1; ++i)
-      for (i64 j = j0; j < (ti == tj ? i + 1 : j1); ++j) {  // diagonal tile: its lower half only
-        const double c = uniform ? G[i * n_ + j] : common(i - i0, j - j0);
-        // (no common active neuron: exactly 0, also when x_i . x_j or a_r^2 overflows)
-        const double v = c == 0.0 ? 0.0 : c * xx(i - i0, j - j0) * weight;
-        G[i * n_ + j] = v;
-        G[j * n_ + i] = v;
+    for (i64 p = p0; p < p1; ++p) {
+      i64 ti = static_cast<i64>((std::sqrt(8.0 * static_cast<double>(p) + 1.0) - 1.0) / 2.0);
+      while (ti * (ti + 1) / 2 > p) --ti;
+      while ((ti + 1) * (ti + 2) / 2 <= p) ++ti;
+      const i64 tj = p - ti * (ti + 1) / 2;
+      const i64 i0 = ti * kGramTile, i1 = std::min(n_, i0 + kGramTile);
+      const i64 j0 = tj * kGramTile, j1 = std::min(n_, j0 + kGramTile);
+      RowMatrix common;
+      if (uniform) {
+        kern.common_active(bits_.data(), row_bytes_ / 8, i0, i1, j0, j1, G, n_);
+      } else {
+        common = weighted_tile(i0, i1) * weighted_tile(j0, j1).transpose();
       }
-  }
-  if (interrupted && interrupted()) return false;
+      const RowMatrix xx = X.middleRows(i0, i1 - i0) * X.middleRows(j0, j1 - j0).transpose();
+      for (i64 i = i0; i < i1; ++i)
+        for (i64 j = j0; j < (ti == tj ? i + 1 : j1); ++j) {  // diagonal tile: its lower half only
+          const double c = uniform ? G[i * n_ + j] : common(i - i0, j - j0);
+          // (no common active neuron: exactly 0, also when x_i . x_j or a_r^2 overflows)
+          const double v = c == 0.0 ? 0.0 : c * xx(i - i0, j - j0) * weight;
+          G[i * n_ + j] = v;
+          G[j * n_ + i] = v;
+        }
+    }
+    if (interrupted && interrupted()) return false;
   }
   return true;
 }

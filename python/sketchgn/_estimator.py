@@ -307,6 +307,14 @@ class GaussNewtonRegressor(RegressorMixin, BaseEstimator):
         Rs = np.stack([J.forward() for J in Js], axis=1) - Y
         return Js, Rs, 0.5 * float(np.sum(Rs * Rs))
 
+    @staticmethod
+    def _sum_rmatvec(Js, U):
+        """sum_j J_j^T U[:, j]: the step in W from per-output vectors (residuals or GN solutions)."""
+        direction = Js[0].rmatvec(U[:, 0])
+        for j in range(1, len(Js)):
+            direction += Js[j].rmatvec(U[:, j])
+        return direction
+
     def _fit(self, X, Y, W, A, single, solver, reason, max_iter, threshold, tol, damping, nt):
         """Gauss-Newton on W for the k outputs f_j = (1/sqrt m) sum_r A[j, r] relu(w_r . x - b).
 
@@ -343,7 +351,7 @@ class GaussNewtonRegressor(RegressorMixin, BaseEstimator):
             cg_iterations = 0
             refreshed = False
             if solver == "gd":
-                direction = sum(Jj.rmatvec(Rs[:, j]) for j, Jj in enumerate(Js))
+                direction = self._sum_rmatvec(Js, Rs)
                 direction *= 1.0 / (k * self._largest_eigenvalue(J))
             else:
                 X0 = None
@@ -376,10 +384,7 @@ class GaussNewtonRegressor(RegressorMixin, BaseEstimator):
                 cg_iterations = sum(res.iterations for res in results)
                 G = np.stack([res.g for res in results], axis=1)
                 G_prev, r_norm_prev = G, r_norm
-                # sum_j J_j^T g_j, each J_j^T g_j = diag(a_j a_0) J_0^T g_j
-                direction = J.rmatvec(G[:, 0])
-                for j in range(1, k):
-                    direction += (A[j] * A[0])[:, None] * J.rmatvec(G[:, j])
+                direction = self._sum_rmatvec(Js, G)
             # Gauss-Newton model of the loss along the step: m(t) = 1/2 sum_j ||r_j - t J_j d||^2.
             JD = np.stack([Jj.matvec(direction) for Jj in Js], axis=1)
             slope, curvature = float(np.sum(Rs * JD)), float(np.sum(JD * JD))

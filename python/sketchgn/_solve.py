@@ -466,10 +466,9 @@ def _solve_exact_columns(J, rs, damping, tol, nt, timings=None, t_start=None):
         t_gram = time.perf_counter()
         A = J.gram(n_threads=nt)
         timings["gram"] = timings.get("gram", 0.0) + time.perf_counter() - t_gram
-        diag = np.diagonal(A)
         if jitter == 0.0:
             # (finite: the trace of a Gram of finite J is finite unless its entries overflow)
-            scale = max(float(np.sum(diag)) / max(J.n, 1) + damping, np.finfo(float).tiny)
+            scale = max(float(np.trace(A)) / max(J.n, 1) + damping, np.finfo(float).tiny)
         A[np.diag_indices_from(A)] += damping + jitter * scale
         A, info = _cholesky(A)
         if info == 0 and np.isfinite(np.diagonal(A)).all() and np.diagonal(A).min(initial=1.0) > 0:
@@ -502,22 +501,27 @@ def _solve_exact_columns(J, rs, damping, tol, nt, timings=None, t_start=None):
     return results
 
 
+def _scaled_norm(v):
+    """||v|| scaled by its largest entry (as BLAS nrm2): no overflow or underflow in the squares."""
+    top = float(np.max(np.abs(v), initial=0.0))
+    if top == 0.0:
+        return 0.0
+    if not math.isfinite(top):  # (inf or NaN entries)
+        return math.inf
+    return top * float(np.linalg.norm(v / top))
+
+
 def _relative_residual(r, J, damping, g, nt):
     """||r - (J J^T + damping I) g|| / ||r||, with the norms scaled (no overflow for huge entries)."""
     if not np.isfinite(g).all():
         return math.inf
-    r_top = float(np.max(np.abs(r), initial=0.0))
-    g_top = float(np.max(np.abs(g), initial=0.0))
-    if g_top == 0.0:
-        return 0.0 if r_top == 0.0 else 1.0
-    # J J^T g computed on g scaled to a largest entry near 1 (exactly), then scaled back
-    gs = g / g_top
-    Ag = J.matvec(J.rmatvec(gs, n_threads=nt), n_threads=nt)
-    res = r - (Ag * g_top + damping * g)
-    top = float(np.max(np.abs(res), initial=0.0))
-    if r_top == 0.0:
-        return 0.0 if top == 0.0 else math.inf
-    if not math.isfinite(top):
-        return math.inf
-    num = top * float(np.linalg.norm(res / top)) if top > 0 else 0.0
-    return num / (r_top * float(np.linalg.norm(r / r_top)))
+    r_norm = _scaled_norm(r)
+    if not np.any(g):
+        return 0.0 if r_norm == 0.0 else 1.0
+    # J J^T g computed on g scaled to a largest entry near 1 (exactly, by a power of two), scaled back
+    g_scale = _pow2_scale(g)
+    Ag = J.matvec(J.rmatvec(g / g_scale, n_threads=nt), n_threads=nt)
+    res_norm = _scaled_norm(r - (Ag * g_scale + damping * g))
+    if r_norm == 0.0:
+        return 0.0 if res_norm == 0.0 else math.inf
+    return res_norm / r_norm
