@@ -15,7 +15,9 @@ import json
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
+import threading
 import time
 
 import pytest
@@ -65,8 +67,18 @@ FIT_SCRIPT = PROBLEM + textwrap.dedent(
 
 
 def start(script, *args):
-    return subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    # stderr goes to a file, not a pipe: the parent reads stdout to its end while the child runs, and a
+    # full stderr pipe could then block the child.
+    err = tempfile.TemporaryFile(mode="w+")
+    proc = subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.PIPE, stderr=err,
+                            text=True)
+    proc.err_file = err
+    return proc
+
+
+def stderr_of(proc):
+    proc.err_file.seek(0)
+    return proc.err_file.read()[-2000:]
 
 
 def interrupt(proc, wait_for, delay):
@@ -76,7 +88,7 @@ def interrupt(proc, wait_for, delay):
         while True:
             line = proc.stdout.readline()
             if not line:
-                pytest.fail(f"the child ended before {wait_for!r}: {proc.stderr.read()[-2000:]}")
+                pytest.fail(f"the child ended before {wait_for!r}: {stderr_of(proc)}")
             if line.startswith(wait_for):
                 break
         time.sleep(delay)
@@ -85,13 +97,24 @@ def interrupt(proc, wait_for, delay):
         proc.send_signal(signal.SIGINT)
         line = proc.stdout.readline()
         elapsed = time.perf_counter() - t0
-        out, err = proc.communicate(timeout=60)
+        # Read the rest through the same buffered reader: communicate() reads the pipe's descriptor and
+        # would lose whatever readline() had already buffered (the report line, when the child wrote it
+        # right behind "interrupted").
+        # (a watchdog kills a child that hangs instead of exiting: read() then returns)
+        watchdog = threading.Timer(60.0, proc.kill)
+        watchdog.start()
+        try:
+            out = proc.stdout.read()
+            proc.wait()
+        finally:
+            watchdog.cancel()
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.communicate()
-    assert line.strip() == "interrupted", (line, out, err[-2000:])
-    assert proc.returncode == 0, (proc.returncode, err[-2000:])
+            proc.wait()
+    err = stderr_of(proc)
+    assert line.strip() == "interrupted", (line, out, err)
+    assert proc.returncode == 0, (proc.returncode, err)
     return elapsed, out.splitlines()
 
 
@@ -152,7 +175,7 @@ def test_ctrl_c_interrupts_every_phase_of_a_long_solve(method, n):
             while line and not line.startswith("started"):
                 line = proc.stdout.readline()
             if not line:
-                pytest.fail(f"the child ended: {proc.stderr.read()[-2000:]}")
+                pytest.fail(f"the child ended: {stderr_of(proc)}")
             time.sleep(delay)
             t0 = time.perf_counter()
             proc.send_signal(signal.SIGINT)
@@ -160,11 +183,11 @@ def test_ctrl_c_interrupts_every_phase_of_a_long_solve(method, n):
             while line and not line.startswith("interrupted"):
                 line = proc.stdout.readline()
             if not line:
-                pytest.fail(f"the child ended: {proc.stderr.read()[-2000:]}")
+                pytest.fail(f"the child ended: {stderr_of(proc)}")
             latencies.append(round(time.perf_counter() - t0, 2))
     finally:
         proc.kill()
-        proc.communicate()
+        proc.wait()
     print(f"\nsolve_gn(method={method!r}), n = {n}: SIGINT latencies {latencies} s")
     assert max(latencies) < LIMIT, (
         f"solve_gn(method={method!r}) with n = {n}: control came back {latencies} s after SIGINTs sent "
