@@ -821,6 +821,8 @@ def test_fuzz_solve_gn(data):
     n_threads = data.draw(THREADS, label="n_threads")
     seed = data.draw(VALID_SEEDS, label="seed")
     sketch = data.draw(st.sampled_from(["kronecker", "srht", "gaussian"]), label="sketch")
+    precision = data.draw(valid_or_not(st.sampled_from(["auto", "double", "mixed"]),
+                                       st.sampled_from(["single", None, 32]), 5), label="precision")
     P = None
     if pre_kind == "same":
         P = sg.SketchPreconditioner(J, sketch=sketch, seed=1, n_threads=1)
@@ -840,10 +842,11 @@ def test_fuzz_solve_gn(data):
         and (maxiter is None or (is_int(maxiter) and maxiter >= 0))
         and (x0 is None or vector_ok(x0)) and valid_threads(n_threads)
         and (pre_kind == "none" or (pre_kind == "same" and method == "sketch"))
+        and precision in ("auto", "double", "mixed")
     )
     before_r, before_x0 = snapshot(r), snapshot(x0)
     ok, res = call(sg.solve_gn, J, r, method=method, damping=damping, tol=tol, maxiter=maxiter,
-                   preconditioner=P, x0=x0, seed=seed, n_threads=n_threads, sketch=sketch)
+                   preconditioner=P, x0=x0, seed=seed, n_threads=n_threads, sketch=sketch, precision=precision)
     expect(valid, ok, res, "solve_gn")
     assert_unchanged(r, before_r, "r")
     assert_unchanged(x0, before_x0, "x0")

@@ -175,8 +175,24 @@ void bind_solver(py::module_& m) {
     return y;
   }, py::arg("R"), py::arg("z").noconvert(), py::arg("transpose"), py::arg("n_threads"));
 
+  // (for the tests: the float32 operator of mixed-precision CG against J J^T in float64)
+  m.def("gram_apply_f32", [](const ReLUJacobian& J, const CArray<double>& p, int n_threads) {
+    checked_threads(n_threads);
+    require(p.ndim() == 1 && p.shape(0) == J.n(), "p must be (n,)");
+    require(GramOperatorF32::applicable(J), "J has a sparse pattern or entries beyond the float32 range");
+    CArray<double> q(static_cast<py::ssize_t>(J.n()));
+    const double* pp = p.data();
+    double* qp = q.mutable_data();
+    {
+      py::gil_scoped_release release;
+      GramOperatorF32 op(J);
+      op.apply(pp, qp, n_threads);
+    }
+    return q;
+  }, py::arg("J"), py::arg("p").noconvert(), py::arg("n_threads"));
+
   m.def("pcg", [](const ReLUJacobian& J, const CArray<double>& r, double damping, py::object R_obj,
-                  double tol, std::int64_t maxiter, const CArray<double>& x0, int n_threads) {
+                  double tol, std::int64_t maxiter, const CArray<double>& x0, int n_threads, bool mixed) {
     checked_threads(n_threads);
     const std::int64_t n = J.n();
     require(r.ndim() == 1 && r.shape(0) == n, "r must be (n,)");
@@ -210,9 +226,9 @@ void bind_solver(py::module_& m) {
     {
       py::gil_scoped_release release;
       if (r32 != nullptr)
-        res = pcg_solve<float>(J, rp, damping, r32, tol, maxiter, gp, n_threads, interrupted);
+        res = pcg_solve<float>(J, rp, damping, r32, tol, maxiter, gp, n_threads, interrupted, mixed);
       else
-        res = pcg_solve<double>(J, rp, damping, r64, tol, maxiter, gp, n_threads, interrupted);
+        res = pcg_solve<double>(J, rp, damping, r64, tol, maxiter, gp, n_threads, interrupted, mixed);
     }
     if (poll.signalled) throw py::error_already_set();
     py::dict info;
@@ -224,9 +240,11 @@ void bind_solver(py::module_& m) {
     info["status"] = kStatus[static_cast<int>(res.status)];
     info["seconds_products"] = res.seconds_products;
     info["seconds_preconditioner"] = res.seconds_preconditioner;
+    info["iterations_f32"] = res.iterations_f32;
+    info["mixed_fallback"] = res.mixed_fallback;
     return py::make_tuple(g, info);
   }, py::arg("J"), py::arg("r").noconvert(), py::arg("damping"), py::arg("R"), py::arg("tol"),
-     py::arg("maxiter"), py::arg("x0").noconvert(), py::arg("n_threads"));
+     py::arg("maxiter"), py::arg("x0").noconvert(), py::arg("n_threads"), py::arg("mixed") = false);
 }
 
 }  // namespace sketchgn::bindings

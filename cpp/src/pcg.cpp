@@ -6,6 +6,8 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <limits>
+#include <memory>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -19,6 +21,17 @@ namespace {
 using i64 = std::int64_t;
 // Iterations without a new smallest residual after which the solve stops as stagnated.
 constexpr i64 kStagnationIterations = 100;
+// Mixed precision: a float32 round ends when its recursive residual has fallen by this factor (two
+// rounds reach 1e-6, each about half the CG iterations of the float64 solve); a round must gain at
+// least kMixedMinGain in the true residual, and may take at most kMixedRoundIterations iterations,
+// or the solve goes on in float64.
+constexpr double kMixedReduction = 1e-3;
+constexpr double kMixedMinGain = 0.1;
+constexpr i64 kMixedRoundIterations = 200;
+// Largest ratio of R's pivots with which a solve starts in float32. Measured (n = 1000, m = 4096,
+// d = 32, near-duplicate samples): float32 rounds still gain 1e3 at cond(J J^T) = 2.6e7 (pivot ratio
+// squared 4.9e5) and fail at 3.2e8 (6.9e6); a miss costs one round, then float64 takes over.
+constexpr double kMixedPivotRatio = 1e3;
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -155,11 +168,14 @@ template void solve_upper<double>(const double*, i64, const double*, double*, in
 
 template <class T>
 PcgResult pcg_solve(const ReLUJacobian& J, const double* r, double damping, const T* R, double tol,
-                    i64 maxiter, double* g, int n_threads, const std::function<bool()>& interrupted) {
+                    i64 maxiter, double* g, int n_threads, const std::function<bool()>& interrupted,
+                    bool mixed) {
   using clock = std::chrono::steady_clock;
   const i64 n = J.n(), md = J.m() * J.d();
   PcgResult out;
   std::vector<double> rhs(r, r + n), x(g, g + n), res(n), z(n), p(n), q(n), tmp(static_cast<std::size_t>(md));
+  // low: the current round uses the float32 operator
+  bool low = mixed && GramOperatorF32::applicable(J);
 
   // Scaling by powers of two, exact and invisible in the result (the same bits as unscaled whenever
   // nothing over- or underflows): the right-hand side to a largest entry near 1, so that the norms
@@ -180,16 +196,29 @@ PcgResult pcg_solve(const ReLUJacobian& J, const double* r, double damping, cons
   // the scale of the residual whatever R's scale or the damping it was built for.
   double rho = 1.0;
   if (R != nullptr) {
-    double top = 0.0;
-    for (i64 i = 0; i < n; ++i) top = std::max(top, std::abs(static_cast<double>(R[i * n + i])));
+    double top = 0.0, bottom = std::numeric_limits<double>::infinity();
+    for (i64 i = 0; i < n; ++i) {
+      const double pivot = std::abs(static_cast<double>(R[i * n + i]));
+      top = std::max(top, pivot);
+      bottom = std::min(bottom, pivot);
+    }
     if (top > 0.0 && std::isfinite(top)) rho = std::ldexp(1.0, std::ilogb(top));
+    // cond(J J^T + damping I) >= (top / bottom)^2 (R^T R approximates it): beyond kMixedPivotRatio^2
+    // float32 products cannot gain the factor a round needs, and trying would only waste the round.
+    if (!(top <= kMixedPivotRatio * bottom)) low = false;
   }
+  std::unique_ptr<GramOperatorF32> op32;
+  if (low) op32 = std::make_unique<GramOperatorF32>(J);
   const double scaled_damping = damping * inv_op_scale;
 
-  auto apply_system = [&](const std::vector<double>& v, std::vector<double>& result) {
+  auto apply_system = [&](const std::vector<double>& v, std::vector<double>& result, bool in_float32) {
     const auto t0 = clock::now();
-    J.rmatvec(v.data(), tmp.data(), n_threads);
-    J.matvec(tmp.data(), result.data(), n_threads);
+    if (in_float32) {
+      op32->apply(v.data(), result.data(), n_threads);
+    } else {
+      J.rmatvec(v.data(), tmp.data(), n_threads);
+      J.matvec(tmp.data(), result.data(), n_threads);
+    }
     // (inv_op_scale = 1 and scaled_damping = damping when damping <= 1: the plain J J^T v + damping v)
     for (i64 i = 0; i < n; ++i) result[i] = result[i] * inv_op_scale + scaled_damping * v[i];
     out.seconds_products += seconds_since(t0);
@@ -209,7 +238,7 @@ PcgResult pcg_solve(const ReLUJacobian& J, const double* r, double damping, cons
     out.seconds_preconditioner += seconds_since(t0);
   };
   auto true_residual = [&]() {
-    apply_system(x, q);
+    apply_system(x, q, false);
     for (i64 i = 0; i < n; ++i) res[i] = rhs[i] - q[i];
   };
 
@@ -243,25 +272,36 @@ PcgResult pcg_solve(const ReLUJacobian& J, const double* r, double damping, cons
   std::vector<double> best_x = x;
   double best_norm = res_norm;
   i64 best_iteration = 0;
+  // Mixed precision: the last point whose true residual is known (a round that fails returns to it).
+  std::vector<double> mark_x, mark_res;
+  double mark_norm = res_norm;
+  if (low) {
+    mark_x = x;
+    mark_res = res;
+  }
   out.status = PcgStatus::maxiter;
   while (true) {
     if (res_norm <= target) {
       out.status = PcgStatus::converged;
       break;
     }
+    // (a float32 round aims at a fixed reduction; float64 at the target itself)
+    const double claim_target = low ? std::max(target, kMixedReduction * res_norm) : target;
     precondition(res, z);
     std::copy(z.begin(), z.end(), p.begin());
     double rz = dot(res, z);
-    bool claimed = false;
+    bool claimed = false, round_failed = false;
+    i64 round_iterations = 0;
     while (out.iterations < maxiter) {
       if (interrupted && interrupted()) {
         out.status = PcgStatus::interrupted;
         break;
       }
-      apply_system(p, q);
+      apply_system(p, q, low);
       const double pq = dot(p, q);
       if (!(pq > 0.0) || !std::isfinite(pq) || !(rz > 0.0)) {
-        out.status = PcgStatus::breakdown;
+        round_failed = low;
+        if (!low) out.status = PcgStatus::breakdown;
         break;
       }
       const double alpha = rz / pq;
@@ -270,12 +310,23 @@ PcgResult pcg_solve(const ReLUJacobian& J, const double* r, double damping, cons
         res[i] -= alpha * q[i];
       }
       ++out.iterations;
+      ++round_iterations;
+      if (low) ++out.iterations_f32;
       res_norm = norm(res);
       if (!std::isfinite(res_norm)) {
-        out.status = PcgStatus::breakdown;
+        round_failed = low;
+        if (!low) out.status = PcgStatus::breakdown;
         break;
       }
-      if (res_norm < best_norm) {
+      if (low) {
+        // (the recursive residual of a float32 round is not a float64 residual: the best iterate is
+        // tracked at the true residuals of the round ends instead)
+        // (a quarter of the iteration limit at most: a failing round leaves float64 the rest)
+        if (round_iterations >= std::max<i64>(1, std::min(kMixedRoundIterations, maxiter / 4))) {
+          round_failed = true;
+          break;
+        }
+      } else if (res_norm < best_norm) {
         best_norm = res_norm;
         best_x = x;
         best_iteration = out.iterations;
@@ -283,7 +334,7 @@ PcgResult pcg_solve(const ReLUJacobian& J, const double* r, double damping, cons
         out.status = PcgStatus::stagnated;
         break;
       }
-      if (res_norm <= target) {
+      if (res_norm <= claim_target) {
         claimed = true;
         break;
       }
@@ -292,6 +343,34 @@ PcgResult pcg_solve(const ReLUJacobian& J, const double* r, double damping, cons
       const double beta = rz_new / rz;
       rz = rz_new;
       for (i64 i = 0; i < n; ++i) p[i] = z[i] + beta * p[i];
+    }
+    if (low && (claimed || round_failed)) {
+      // End of a float32 round: where did it really get?
+      if (all_finite(x)) {
+        true_residual();
+        res_norm = norm(res);
+      } else {
+        res_norm = std::numeric_limits<double>::infinity();
+      }
+      if (!(res_norm <= target) && !(res_norm <= kMixedMinGain * mark_norm)) {
+        // float32 rounding swamps this system: float64 products from here, from the better point
+        low = false;
+        out.mixed_fallback = true;
+        if (!(res_norm < mark_norm)) {
+          x = mark_x;
+          res = mark_res;
+          res_norm = mark_norm;
+        }
+      }
+      if (res_norm < best_norm) {
+        best_norm = res_norm;
+        best_x = x;
+      }
+      best_iteration = out.iterations;
+      mark_x = x;
+      mark_res = res;
+      mark_norm = res_norm;
+      continue;  // (converged, the iteration limit, or the next round)
     }
     if (!claimed) break;
     true_residual();
@@ -305,6 +384,12 @@ PcgResult pcg_solve(const ReLUJacobian& J, const double* r, double damping, cons
       break;
     }
     if (out.iterations >= maxiter) break;
+  }
+  if (low && out.status != PcgStatus::converged && all_finite(x)) {
+    // stopped inside a float32 round (interrupted, iteration limit): its recursive residual is not a
+    // float64 one; compare by the true residual
+    true_residual();
+    res_norm = norm(res);
   }
   if (out.status != PcgStatus::converged) {
     // Return the best iterate (by the recursive residual), measured by its true residual.
@@ -341,8 +426,8 @@ PcgResult pcg_solve(const ReLUJacobian& J, const double* r, double damping, cons
 }
 
 template PcgResult pcg_solve<float>(const ReLUJacobian&, const double*, double, const float*, double, i64,
-                                    double*, int, const std::function<bool()>&);
+                                    double*, int, const std::function<bool()>&, bool);
 template PcgResult pcg_solve<double>(const ReLUJacobian&, const double*, double, const double*, double, i64,
-                                     double*, int, const std::function<bool()>&);
+                                     double*, int, const std::function<bool()>&, bool);
 
 }  // namespace sketchgn

@@ -4,8 +4,10 @@
 
 #include <Eigen/Core>
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <stdexcept>
 
 #include "kernels/jacobian_kernels.hpp"
@@ -20,7 +22,9 @@ using i64 = std::int64_t;
 constexpr i64 kNeuronBlock = 512;
 // Neurons per block of J v: the slice of V^T stays in L1 while groups of 4 rows pass over it.
 // (Measured, n=8000 m=16384 d=32 on one AVX-512 core: 62 GF/s with 512-neuron blocks, 115 with 64.)
-i64 matvec_block(i64 d_pad) { return std::max<i64>(64, (16 * 1024) / (8 * d_pad) / 64 * 64); }
+i64 matvec_block(i64 d_pad, i64 elem_bytes = 8) {
+  return std::max<i64>(64, (16 * 1024) / (elem_bytes * d_pad) / 64 * 64);
+}
 // Rows per tile of the Gram matrix.
 constexpr i64 kGramTile = 64;
 // Density at or below which the automatic path uses the sparse lists. Measured crossover on AVX-512
@@ -332,6 +336,76 @@ bool ReLUJacobian::gram(double* G, int n_threads, const std::function<bool()>& i
     if (interrupted && interrupted()) return false;
   }
   return true;
+}
+
+// ---------------------------------------------------------------------------------- GramOperatorF32
+
+namespace {
+// Largest |x| or |a| the float32 operator accepts: far enough below FLT_MAX that the conversions are
+// exact-or-rounded, never out of range (which would be undefined behaviour).
+constexpr double kFloat32Limit = 1e30;
+
+float to_float(double v) {
+  // (a vector of CG can exceed the float range even when X and a do not: it becomes +-inf, and the
+  // caller sees a non-finite result and falls back to float64)
+  if (std::abs(v) <= static_cast<double>(FLT_MAX) || std::isnan(v)) return static_cast<float>(v);
+  return v > 0 ? std::numeric_limits<float>::infinity() : -std::numeric_limits<float>::infinity();
+}
+}  // namespace
+
+bool GramOperatorF32::applicable(const ReLUJacobian& J) {
+  if (J.is_sparse()) return false;
+  const double* x = J.x_padded();
+  for (i64 i = 0, size = J.n() * J.d_padded(); i < size; ++i)
+    if (!(std::abs(x[i]) <= kFloat32Limit)) return false;
+  for (i64 r = 0; r < J.m(); ++r)
+    if (!(std::abs(J.a()[r]) <= kFloat32Limit)) return false;
+  return true;
+}
+
+GramOperatorF32::GramOperatorF32(const ReLUJacobian& J) : J_(J) {
+  const i64 n = J.n(), d_pad = J.d_padded(), m_pad = J.m_padded();
+  x_.resize(static_cast<std::size_t>(n * d_pad));
+  for (i64 i = 0; i < n * d_pad; ++i) x_[i] = to_float(J.x_padded()[i]);
+  // J J^T p = sum_r a_r^2 / m D_ir x_i . (sum_j p_j D_jr x_j): the scale of both products in one factor
+  a2_.assign(static_cast<std::size_t>(m_pad), 0.0f);
+  const double inv_m = 1.0 / static_cast<double>(J.m());
+  for (i64 r = 0; r < J.m(); ++r) a2_[r] = to_float(J.a()[r] * J.a()[r] * inv_m);
+  u_.resize(static_cast<std::size_t>(n));
+  gt_.resize(static_cast<std::size_t>(d_pad * m_pad));
+}
+
+void GramOperatorF32::apply(const double* p, double* q, int n_threads) {
+  const auto& kern = active_kernels();
+  const i64 n = J_.n(), m = J_.m(), d = J_.d(), d_pad = J_.d_padded(), m_pad = J_.m_padded();
+  const i64 row_bytes = J_.row_bytes();
+  const std::uint8_t* bits = J_.bits();
+  const int threads = threads_for(static_cast<double>(n) * m * d, n_threads);
+  for (i64 i = 0; i < n; ++i) u_[i] = to_float(p[i]);
+  const i64 blocks = (m_pad + kNeuronBlock - 1) / kNeuronBlock;
+  const i64 block = std::min(kNeuronBlock, matvec_block(d_pad, sizeof(float)));
+  std::vector<float> work(static_cast<std::size_t>(threads * d_pad * block));
+#pragma omp parallel num_threads(threads)
+  {
+    // J^T p, transposed: each block of neurons by one thread, written in place (ldg = m_pad)
+#pragma omp for schedule(static)
+    for (i64 b = 0; b < blocks; ++b) {
+      const i64 r0 = b * kNeuronBlock, nr = std::min(kNeuronBlock, m_pad - r0);
+      kern.rmatvec_f32(x_.data(), n, d_pad, bits + r0 / 8, row_bytes, u_.data(), nr, gt_.data() + r0, m_pad);
+    }
+    // (the implicit barrier of the loop: gt_ is complete)
+    // J of it: rows split over the threads, blocks of neurons packed into L1 in increasing order
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    const auto [i0, i1] = split(n, nt, t, 4);
+    float* vt = work.data() + static_cast<i64>(t) * d_pad * block;
+    for (i64 i = i0; i < i1; ++i) q[i] = 0.0;
+    if (i0 < i1)
+      for (i64 r0 = 0; r0 < m_pad; r0 += block) {
+        const i64 nr = std::min(block, m_pad - r0);
+        for (i64 k = 0; k < d_pad; ++k) std::copy(gt_.data() + k * m_pad + r0, gt_.data() + k * m_pad + r0 + nr, vt + k * nr);
+        kern.matvec_f32(x_.data(), d_pad, bits + r0 / 8, row_bytes, a2_.data() + r0, vt, nr, nr, i0, i1, q);
+      }
+  }
 }
 
 }  // namespace sketchgn

@@ -42,15 +42,24 @@ struct PcgResult {
   PcgStatus status = PcgStatus::maxiter;
   double seconds_products = 0.0;
   double seconds_preconditioner = 0.0;
+  std::int64_t iterations_f32 = 0;  // of `iterations`, those with float32 products (mixed precision)
+  bool mixed_fallback = false;      // mixed precision was asked for and fell back to float64 products
 };
 
 // Solves (J J^T + damping I) g = r. R may be null (plain CG). g holds the initial guess on entry
 // (zeros for none) and the solution on exit. `interrupted` is polled between iterations (may be
 // empty); when it returns true the solve stops with interrupted = true.
 // R is float or double (instantiated for both).
+//
+// mixed = true (used when GramOperatorF32::applicable(J), ignored otherwise): iterative refinement
+// with float32 products. Each round runs CG with the float32 operator until its recursive residual
+// has fallen by kMixedReduction, then measures the true residual with the float64 products and
+// restarts from it; the stopping rule is the same true float64 residual, so the answer meets tol
+// exactly as in float64. A round that does not gain a factor of 10 (float32 rounding, about
+// 6e-8 cond(J J^T), swamps the system) switches the rest of the solve to float64 products.
 template <class T>
 PcgResult pcg_solve(const ReLUJacobian& J, const double* r, double damping, const T* R,
                     double tol, std::int64_t maxiter, double* g, int n_threads,
-                    const std::function<bool()>& interrupted);
+                    const std::function<bool()>& interrupted, bool mixed = false);
 
 }  // namespace sketchgn

@@ -27,6 +27,13 @@ struct JacobianKernels {
   // gt[k, c] = sum_{i < n} u_i D_ic x_ik for the block's columns c (overwrites gt).
   void (*rmatvec)(const double* x, std::int64_t n, std::int64_t d_pad, const std::uint8_t* bits,
                   std::int64_t row_bytes, const double* u, std::int64_t nr, double* gt, std::int64_t ldg);
+  // The same two products in float32 (x, a, vt, u, gt float; out still accumulates in float64): the
+  // operator of the inner iterations of mixed-precision CG, at twice the lanes per instruction.
+  void (*matvec_f32)(const float* x, std::int64_t d_pad, const std::uint8_t* bits, std::int64_t row_bytes,
+                     const float* a, const float* vt, std::int64_t ldv, std::int64_t nr, std::int64_t i0,
+                     std::int64_t i1, double* out);
+  void (*rmatvec_f32)(const float* x, std::int64_t n, std::int64_t d_pad, const std::uint8_t* bits,
+                      std::int64_t row_bytes, const float* u, std::int64_t nr, float* gt, std::int64_t ldg);
   // counts[i, j] = popcount(bits_i & bits_j) for i in [i0, i1), j in [j0, j1) (leading dim ld).
   void (*common_active)(const std::uint8_t* bits, std::int64_t words_per_row, std::int64_t i0,
                         std::int64_t i1, std::int64_t j0, std::int64_t j1, double* counts,
