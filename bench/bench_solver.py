@@ -359,6 +359,7 @@ def run_size(n, m, args, nt, report):
     res = out["res"]
     P = res.preconditioner
     row = record("sketch (fresh)", out, t, samples, util, res.g, res.iterations, res.converged, res.message)
+    row["iterations_f32"] = res.iterations_f32
     row["factorization_used"] = P.factorization_
     row["sketch_size"] = P.sketch_size
     build = out["sketch"] + out["factorization"]
@@ -368,7 +369,15 @@ def run_size(n, m, args, nt, report):
         lambda: library_solve(X, W, a, r, nt, method="sketch", tol=TOL, preconditioner=P), args.repeats, budget,
         setup=settle)
     res = out["res"]
-    record("sketch (reused)", out, t, samples, util, res.g, res.iterations, res.converged, res.message)
+    row = record("sketch (reused)", out, t, samples, util, res.g, res.iterations, res.converged, res.message)
+    row["iterations_f32"] = res.iterations_f32
+    del out, res
+    # The same with float64 products throughout (precision="double"): what mixed precision saves.
+    out, t, samples, util = best_of(
+        lambda: library_solve(X, W, a, r, nt, method="sketch", tol=TOL, preconditioner=P, precision="double"),
+        args.repeats, budget, setup=settle)
+    res = out["res"]
+    record("sketch reused f64", out, t, samples, util, res.g, res.iterations, res.converged, res.message)
     per_iteration = (out["products"] + out["preconditioner"]) / max(res.iterations, 1)
     del out, res
     # Plain CG, capped so that it ends.
@@ -446,19 +455,21 @@ def run_sweep(n, m, args, nt, report):
 def print_table(report):
     print("\n== results (seconds, best of the samples shown in brackets; every time includes building J / D) ==")
     head = (f"{'n':>5s} {'m':>6s} {'method':16s} {'total':>9s} " + " ".join(f"{c[:8]:>8s}" for c in COLUMNS)
-            + f" {'iters':>6s} {'residual':>9s} {'conv':>4s} {'vs numpy':>8s} {'cpu':>4s}")
+            + f" {'iters':>6s} {'f32':>4s} {'residual':>9s} {'conv':>4s} {'vs numpy':>8s} {'cpu':>4s}")
     print(head)
     for size in report["sizes"]:
         base = size["methods"]["numpy exact"]["seconds"]
         for label, row in size["methods"].items():
             cols = " ".join(f"{fmt_time(row.get(c)):>8s}" for c in COLUMNS)
             print(f"{size['n']:5d} {size['m']:6d} {label:16s} {fmt_time(row['seconds']):>6s}[{len(row['samples'])}] "
-                  f"{cols} {row['iterations']:6d} {row['residual']:9.2e} {'yes' if row['converged'] else 'NO':>4s} "
+                  f"{cols} {row['iterations']:6d} {row.get('iterations_f32', 0):4d} {row['residual']:9.2e} {'yes' if row['converged'] else 'NO':>4s} "
                   f"{base / row['seconds']:7.2f}x {row['cpu_over_wall']:4.1f}")
         sk = size["sketch_J_transpose"]
         print(f"{'':12s} preconditioner build {fmt_time(size['preconditioner_build'])} (s={size['sketch_size']}); "
               f"sketch of J^T: kronecker {fmt_time(sk['kronecker']['seconds'])} (cpu {sk['kronecker']['cpu_over_wall']:.1f}), "
               f"srht {fmt_time(sk['srht']['seconds'])} (cpu {sk['srht']['cpu_over_wall']:.1f})")
+    print("('f32' = of the iterations, those with float32 products: solve_gn's precision='auto' is mixed "
+          "precision for 'sketch'; 'sketch reused f64' is the same solve with precision='double')")
     print("('vs numpy' = NumPy exact time / this time; > 1 is faster than NumPy. 'cpu' = process CPU time / wall "
           "time of that sample: about 2 with both cores; well below 2 means other processes took the CPU)")
 

@@ -13,6 +13,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from . import _core
 from ._jacobian import ReLUJacobian
 from ._solve import SketchPreconditioner, _solve_exact_columns, solve_gn
 from ._validation import resolve_n_threads
@@ -70,6 +71,8 @@ class _Calibration:
             cls.rates = {
                 # J^T u then J v: 4 n m d flops (dense path)
                 "products": 4 * n * m * d / best(lambda: J.matvec(J.rmatvec(u))),
+                # the same pair in float32 (the inner iterations of solve_gn's mixed precision)
+                "products_f32": 4 * n * m * d / best(lambda: _core.gram_apply_f32(J._impl, u, resolve_n_threads(None))),
                 # the Gram by popcounts: n^2 m bit operations (plus an n^2 d GEMM)
                 "gram": n * n * m / best(J.gram),
                 # dense LAPACK/BLAS flop rate (SYRK of a 2k x k matrix: 2 k^3 flops)
@@ -286,13 +289,16 @@ class GaussNewtonRegressor(RegressorMixin, BaseEstimator):
         # the sparse path does ~density of the dense work at about a third of its rate
         work = min(1.0, 3.0 * density) if density < 0.2 else 1.0
         t_pair = 4 * n * m * d * work / rates["products"]
+        # dense patterns: the CG iterations run with float32 products (mixed precision), plus about two
+        # float64 pairs per solve for the refinement residuals
+        t_iteration = 4 * n * m * d / rates["products_f32"] if work == 1.0 else t_pair
         t_gram = n * n * m / rates["gram"] + 2 * n * n * d / rates["blas"]
         s = self.sketch_size or 4 * n
         exact_step = t_gram + (n**3 / 3) / rates["blas"]
         build = (s * n * n + n**3 / 3) / rates["blas"] + 2 * t_pair
         cg_iterations = 15
         steps = 8
-        sketch_total = build * 2 + steps * cg_iterations * t_pair
+        sketch_total = build * 2 + steps * (cg_iterations * t_iteration + 2 * t_pair)
         exact_total = steps * exact_step
         estimate = f"estimated exact {exact_total:.3g} s vs sketch {sketch_total:.3g} s over {steps} steps"
         if exact_total <= sketch_total:
