@@ -719,7 +719,7 @@ def valid_damping(v):
 def test_fuzz_sketch_preconditioner(data):
     J, Jd = small_jacobian(data)
     n = J.n
-    sketch = data.draw(valid_or_not(st.sampled_from(["kronecker", "srht", "gaussian"]),
+    sketch = data.draw(valid_or_not(st.sampled_from(["auto", "kronecker", "kronecker_rows", "srht", "gaussian"]),
                                     st.sampled_from(["bogus", None, 3])), label="sketch")
     sketch_size = data.draw(weighted((40, None), (30, st.sampled_from([n, 2 * n, 4 * n, 64 * max(n, 16), 1])),
                                      (20, st.integers(-2, 300)), (10, st.sampled_from([2.0, True, "8"]))),
@@ -730,12 +730,19 @@ def test_fuzz_sketch_preconditioner(data):
     pass_J = data.draw(weighted((90, "J"), (5, "array"), (5, "None")), label="J kind")
     arg = {"J": J, "array": Jd, "None": None}[pass_J]
     m_pad, d_pad = next_pow2(J.m), next_pow2(J.d)
-    limit = {"kronecker": m_pad * d_pad, "srht": next_pow2(J.m * J.d)}.get(sketch, 2**62)
+    kind = sketch
+    if sketch == "auto":  # documented: whole grid rows when the sketch has at least 128 of them
+        s0 = sketch_size if is_int(sketch_size) else 4 * n
+        kind = "kronecker_rows" if s0 // d_pad >= 128 else "kronecker"
+    limit = {"kronecker": m_pad * d_pad, "kronecker_rows": m_pad * d_pad,
+             "srht": next_pow2(J.m * J.d)}.get(kind, 2**62)
     limit = min(limit, 64 * max(n, 16))
+    if kind == "kronecker_rows":  # (whole rows: sizes are multiples of d_pad)
+        limit = max(limit // d_pad * d_pad, d_pad)
     clearly_valid_size = sketch_size is None or (is_int(sketch_size) and n <= sketch_size <= limit)
     clearly_invalid_size = sketch_size is not None and (not is_int(sketch_size) or sketch_size < 1
                                                          or sketch_size > limit)
-    base_valid = (pass_J == "J" and sketch in ("kronecker", "srht", "gaussian") and valid_damping(damping)
+    base_valid = (pass_J == "J" and sketch in ("auto", "kronecker", "kronecker_rows", "srht", "gaussian") and valid_damping(damping)
                   and valid_seed(seed) and valid_threads(n_threads))
     # (when the sketch grid is smaller than n, the default size is the whole grid: accepted; an explicit
     # size below n there is refused or accepted -- both are documented readings)
@@ -820,7 +827,7 @@ def test_fuzz_solve_gn(data):
     pre_kind = data.draw(weighted((60, "none"), (30, "same"), (5, "other shape"), (5, "junk")), label="preconditioner")
     n_threads = data.draw(THREADS, label="n_threads")
     seed = data.draw(VALID_SEEDS, label="seed")
-    sketch = data.draw(st.sampled_from(["kronecker", "srht", "gaussian"]), label="sketch")
+    sketch = data.draw(st.sampled_from(["auto", "kronecker", "kronecker_rows", "srht", "gaussian"]), label="sketch")
     precision = data.draw(valid_or_not(st.sampled_from(["auto", "double", "mixed"]),
                                        st.sampled_from(["single", None, 32]), 5), label="precision")
     P = None
@@ -934,7 +941,7 @@ def test_fuzz_estimator(data):
         random_state=data.draw(valid_or_not(st.sampled_from([0, 1, "RandomState(3)"]), st.sampled_from([-1, "x"]), 5),
                                label="random_state"),
         n_threads=data.draw(THREADS, label="n_threads"),
-        sketch=data.draw(st.sampled_from(["kronecker", "srht", "gaussian"]), label="sketch"),
+        sketch=data.draw(st.sampled_from(["auto", "kronecker", "kronecker_rows", "srht", "gaussian"]), label="sketch"),
     )
     if params["random_state"] == "RandomState(3)":  # a fresh one per example (it has state)
         params["random_state"] = np.random.RandomState(3)

@@ -103,7 +103,7 @@ def test_estimator_loaded_in_a_fresh_interpreter(data, tmp_path):
 
 
 @pytest.mark.parametrize("kind", ROUND_TRIPS)
-@pytest.mark.parametrize("sketch", ["kronecker", "srht", "gaussian"])
+@pytest.mark.parametrize("sketch", ["auto", "kronecker", "kronecker_rows", "srht", "gaussian"])
 def test_preconditioner(data, tmp_path, kind, sketch):
     X, _ = data
     rng = np.random.default_rng(12)

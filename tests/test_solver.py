@@ -24,6 +24,7 @@ import pytest
 import scipy.linalg
 
 import sketchgn as sg
+from sketchgn import _core
 from conftest import rel_err
 from test_jacobian import ref_jacobian
 
@@ -32,7 +33,7 @@ try:
 except ImportError:  # pragma: no cover - a scikit-learn dependency, normally present
     threadpool_limits = None
 
-SKETCHES = ["kronecker", "srht", "gaussian"]
+SKETCHES = ["kronecker", "kronecker_rows", "srht", "gaussian"]
 # (method, sketch) pairs: every way solve_gn can run.
 SOLVERS = [("exact", None), ("cg", None)] + [("sketch", s) for s in SKETCHES]
 SOLVER_IDS = ["exact", "cg"] + [f"sketch-{s}" for s in SKETCHES]
@@ -526,7 +527,19 @@ def dense_sketched_operator(kind, P, Jd, m, d, seed):
     s = P.sketch_size
     if kind == "kronecker":
         return sg.KroneckerSRHT(m, d, s, seed=seed) @ Jd.T
+    if kind == "kronecker_rows":
+        return dense_row_sketch(m, d, s, seed) @ Jd.T
     return sg.SRHT(m * d, s, seed=seed) @ Jd.T
+
+
+def dense_row_sketch(m, d, s, seed):
+    """The "kronecker_rows" sketch as a dense (s, m d) matrix: (1/sqrt(s)) (R_P H D1) (x) (H D2) on the
+    unpadded coordinates (row k d_pad + q, column r d + c)."""
+    m_pad, d_pad = 1 << (m - 1).bit_length(), 1 << (d - 1).bit_length()
+    rows, signs_u, signs_x = _core.neuron_row_sketch_params(m, d, s // d_pad, seed)
+    A = scipy.linalg.hadamard(m_pad)[rows][:, :m] * signs_u
+    B = scipy.linalg.hadamard(d_pad)[:, :d] * signs_x
+    return np.kron(A, B) / np.sqrt(s)
 
 
 @pytest.fixture(scope="module")
@@ -555,7 +568,7 @@ def test_preconditioner_attributes(modest, sketch, damping):
 
 
 @pytest.mark.parametrize("damping", [0.0, 0.05])
-@pytest.mark.parametrize("sketch", ["kronecker", "srht"])
+@pytest.mark.parametrize("sketch", ["kronecker", "kronecker_rows", "srht"])
 def test_R_factors_the_sketch(modest, sketch, damping):
     J, Jd = modest
     n, m, d = J.n, J.m, J.d
@@ -588,7 +601,11 @@ def test_preconditioned_operator_is_well_conditioned(modest, sketch, factor):
     n = J.n
     cond_plain = np.linalg.cond(Jd.T)
     P = sg.SketchPreconditioner(J, sketch=sketch, sketch_size=factor * n, seed=1)
-    assert P.sketch_size == factor * n
+    if sketch == "kronecker_rows":  # whole rows of the grid: rounded up to a multiple of d_pad
+        d_pad = 1 << (J.d - 1).bit_length()
+        assert P.sketch_size == -(-factor * n // d_pad) * d_pad
+    else:
+        assert P.sketch_size == factor * n
     c = np.linalg.cond(scipy.linalg.solve_triangular(P.R, Jd, trans="T").T)  # Jd^T R^-1
     assert c < 10, c
     assert c < cond_plain

@@ -94,7 +94,7 @@ def test_shared_jacobian(problem, n_threads, threshold):
     assert_bitwise(run_concurrently(task, inputs), serial, "ReLUJacobian")
 
 
-@pytest.mark.parametrize("sketch", ["kronecker", "srht", "gaussian"])
+@pytest.mark.parametrize("sketch", ["auto", "kronecker", "kronecker_rows", "srht", "gaussian"])
 def test_shared_preconditioner(problem, sketch):
     X, W, a = problem
     J = sg.ReLUJacobian(X, W, a, n_threads=2)

@@ -41,6 +41,13 @@ CArray<double> sketch_transpose(const ReLUJacobian& J, const std::string& kind, 
   } else if (kind == "gaussian") {
     py::gil_scoped_release release;
     sketch_jacobian_gaussian(J, s, seed, t, n_threads);
+  } else if (kind == "kronecker_rows") {
+    const std::int64_t d_pad = next_power_of_two(J.d());
+    require(s % d_pad == 0 && s / d_pad <= next_power_of_two(J.m()),
+            "sketch size for 'kronecker_rows' must be a multiple of d_pad and at most m_pad * d_pad");
+    py::gil_scoped_release release;
+    const NeuronRowSketch S(J.m(), J.d(), s / d_pad, seed);
+    sketch_jacobian_rows(J, S, t, n_threads);
   } else {
     throw py::value_error("unknown sketch '" + kind + "'");
   }
@@ -110,7 +117,50 @@ void bind_solver(py::module_& m) {
 
   m.def("sketch_jacobian_transpose", &sketch_transpose, py::arg("J"), py::arg("kind"), py::arg("s"),
         py::arg("seed"), py::arg("n_threads"),
-        "T (n, s) = (S J^T)^T for the sketch kind 'kronecker', 'srht' or 'gaussian'.");
+        "T (n, s) = (S J^T)^T for the sketch kind 'kronecker', 'kronecker_rows', 'srht' or 'gaussian'.");
+
+  m.def("sketch_neuron_rows", [](const ReLUJacobian& J, std::int64_t rows, std::uint64_t seed, int n_threads) {
+    checked_threads(n_threads);
+    require(rows >= 1 && rows <= next_power_of_two(J.m()), "rows must be in [1, m_pad]");
+    CArray<double> U({static_cast<py::ssize_t>(J.n()), static_cast<py::ssize_t>(rows)});
+    double* u = U.mutable_data();
+    py::gil_scoped_release release;
+    const NeuronRowSketch S(J.m(), J.d(), rows, seed);
+    sketch_neuron_rows(J, S, u, n_threads);
+    return U;
+  }, py::arg("J"), py::arg("rows"), py::arg("seed"), py::arg("n_threads"),
+     "Uhat (n, rows): row i = (H D1 u_i)[P] of the 'kronecker_rows' sketch.");
+
+  // (for the tests: the random choices of a "kronecker_rows" sketch, to build it densely in NumPy)
+  m.def("neuron_row_sketch_params", [](std::int64_t mm, std::int64_t d, std::int64_t rows, std::uint64_t seed) {
+    require(mm >= 1 && d >= 1 && rows >= 1 && rows <= next_power_of_two(mm), "need m, d >= 1, 1 <= rows <= m_pad");
+    const NeuronRowSketch S(mm, d, rows, seed);
+    CArray<std::int64_t> p(static_cast<py::ssize_t>(rows));
+    CArray<double> su(static_cast<py::ssize_t>(mm)), sx(static_cast<py::ssize_t>(d));
+    for (std::int64_t k = 0; k < rows; ++k) p.mutable_at(k) = S.rows_u()[k];
+    for (std::int64_t i = 0; i < mm; ++i) su.mutable_at(i) = S.signs_u()[i];
+    for (std::int64_t i = 0; i < d; ++i) sx.mutable_at(i) = S.signs_x()[i];
+    return py::make_tuple(p, su, sx);
+  }, py::arg("m"), py::arg("d"), py::arg("rows"), py::arg("seed"));
+
+  m.def("neuron_rows_gram_upper", [](const ReLUJacobian& J, const CArray<double>& U, double shift, int n_threads) {
+    checked_threads(n_threads);
+    require(U.ndim() == 2 && U.shape(0) == J.n() && U.shape(1) >= 1, "Uhat must be (n, rows)");
+    const std::int64_t n = J.n(), rows = U.shape(1);
+    CArray<double> C({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(n)});
+    const double* u = U.data();
+    double* c = C.mutable_data();
+    SignalPoll poll;
+    {
+      py::gil_scoped_release release;
+      if (sketch_gram_upper(u, n, rows, 0.0, c, std::ref(poll)))
+        scale_by_feature_gram_upper(J, 1.0 / static_cast<double>(rows), shift, c, n_threads);
+    }
+    if (poll.signalled) throw py::error_already_set();
+    return C;
+  }, py::arg("J"), py::arg("Uhat").noconvert(), py::arg("shift"), py::arg("n_threads"),
+     "C (n, n) upper triangle = (Uhat Uhat^T o X X^T) / rows + shift I: the Gram of the "
+     "'kronecker_rows' sketch of J^T (GIL released, Ctrl-C between blocks).");
 
   m.def("_set_lapack", [](py::object dsyrk, py::object dtrsm, py::object dpotrf) {
     LapackFunctions f;

@@ -3,10 +3,12 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <stdexcept>
 #include <cmath>
 #include <cstring>
 #include <vector>
 
+#include "sketchgn/fwht.hpp"
 #include "sketchgn/random.hpp"
 
 namespace sketchgn {
@@ -14,6 +16,9 @@ namespace sketchgn {
 namespace {
 using i64 = std::int64_t;
 constexpr std::uint64_t kStreamGaussian = 21;
+constexpr std::uint64_t kStreamRowSigns = 31;
+constexpr std::uint64_t kStreamRowFeatureSigns = 32;
+constexpr std::uint64_t kStreamRows = 33;
 constexpr i64 kGaussianChunk = 32;
 
 // out[r] = values[r] where bit r of the pattern row is set, +0.0 elsewhere. Branch-free, by masking
@@ -87,6 +92,79 @@ void sketch_jacobian_gaussian(const ReLUJacobian& J, i64 s, std::uint64_t seed, 
     J.matmat(dirs.data(), k, prod.data(), n_threads);  // (k, n) = S_chunk J^T
     for (i64 i = 0; i < n; ++i)
       for (i64 c = 0; c < k; ++c) T[i * s + j0 + c] = scale * prod[c * n + i];
+  }
+}
+
+// ------------------------------------------------------------------------------ NeuronRowSketch
+
+NeuronRowSketch::NeuronRowSketch(i64 m, i64 d, i64 rows, std::uint64_t seed)
+    : m_pad_(next_power_of_two(m)), d_pad_(next_power_of_two(d)) {
+  if (m < 1 || d < 1) throw std::invalid_argument("NeuronRowSketch: m and d must be >= 1");
+  if (rows < 1 || rows > m_pad_) throw std::invalid_argument("NeuronRowSketch: rows must be in [1, m_pad]");
+  const std::uint64_t ku = stream_key(seed, kStreamRowSigns), kx = stream_key(seed, kStreamRowFeatureSigns);
+  s1_.resize(static_cast<std::size_t>(m));
+  s2_.resize(static_cast<std::size_t>(d));
+  for (i64 i = 0; i < m; ++i) s1_[i] = random_sign(ku, i) > 0 ? 1 : -1;
+  for (i64 i = 0; i < d; ++i) s2_[i] = random_sign(kx, i) > 0 ? 1 : -1;
+  p_ = sample_without_replacement(m_pad_, rows, stream_key(seed, kStreamRows));
+  std::sort(p_.begin(), p_.end());  // (ascending: the gathers of sketch_neuron_rows walk forward)
+}
+
+void sketch_neuron_rows(const ReLUJacobian& J, const NeuronRowSketch& S, double* Uhat, int n_threads) {
+  const i64 n = J.n(), m = J.m(), m_pad = S.m_pad(), rows = S.rows();
+  const int threads = n * m_pad >= (1 << 15) ? n_threads : 1;
+  std::vector<double> signed_a = scaled_output_weights(J);
+  for (i64 r = 0; r < m; ++r)
+    if (S.signs_u()[r] < 0) signed_a[r] = -signed_a[r];
+  const i64* P = S.rows_u().data();
+  std::vector<double> work(static_cast<std::size_t>(threads * m_pad));
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (i64 i = 0; i < n; ++i) {
+    double* w = work.data() + omp_get_thread_num() * m_pad;
+    select_active(J.bits() + i * J.row_bytes(), signed_a.data(), m, w);
+    std::fill(w + m, w + m_pad, 0.0);
+    fwht<double>(w, w, 1, m_pad, false, 1);
+    double* out = Uhat + i * rows;
+    for (i64 k = 0; k < rows; ++k) out[k] = w[P[k]];
+  }
+}
+
+void sketch_jacobian_rows(const ReLUJacobian& J, const NeuronRowSketch& S, double* T, int n_threads) {
+  const i64 n = J.n(), d = J.d(), d_pad = S.d_pad(), rows = S.rows(), s = S.n_out();
+  std::vector<double> Uhat(static_cast<std::size_t>(n * rows));
+  sketch_neuron_rows(J, S, Uhat.data(), n_threads);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(s));
+  std::vector<double> work(static_cast<std::size_t>(std::max(1, n_threads) * d_pad));
+#pragma omp parallel for num_threads(std::max(1, n_threads)) schedule(static)
+  for (i64 i = 0; i < n; ++i) {
+    double* xh = work.data() + omp_get_thread_num() * d_pad;
+    const double* x = J.x_padded() + i * J.d_padded();
+    for (i64 q = 0; q < d_pad; ++q) xh[q] = q < d ? (S.signs_x()[q] > 0 ? x[q] : -x[q]) : 0.0;
+    fwht<double>(xh, xh, 1, d_pad, false, 1);
+    for (i64 k = 0; k < rows; ++k) {
+      const double u = scale * Uhat[i * rows + k];
+      for (i64 q = 0; q < d_pad; ++q) T[i * s + k * d_pad + q] = u * xh[q];
+    }
+  }
+}
+
+void scale_by_feature_gram_upper(const ReLUJacobian& J, double factor, double shift, double* C,
+                                 int n_threads) {
+  const i64 n = J.n(), d_pad = J.d_padded();
+  const double* x = J.x_padded();
+  // (rows of the triangle get shorter: dynamic chunks balance the threads; each entry is computed
+  // once, in one order, so the result does not depend on the split)
+#pragma omp parallel for num_threads(std::max(1, n_threads)) schedule(dynamic, 64)
+  for (i64 i = 0; i < n; ++i) {
+    const double* xi = x + i * d_pad;
+    double* ci = C + i * n;
+    for (i64 j = i; j < n; ++j) {
+      const double* xj = x + j * d_pad;
+      double dot = 0.0;
+      for (i64 k = 0; k < d_pad; ++k) dot += xi[k] * xj[k];
+      ci[j] = factor * (ci[j] * dot);
+    }
+    ci[i] += shift;
   }
 }
 

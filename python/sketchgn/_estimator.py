@@ -15,7 +15,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import _core
 from ._jacobian import ReLUJacobian
-from ._solve import SketchPreconditioner, _solve_exact_columns, solve_gn
+from ._solve import SKETCHES, SketchPreconditioner, _resolve_sketch, _solve_exact_columns, solve_gn
 from ._validation import resolve_n_threads
 
 __all__ = ["GaussNewtonRegressor"]
@@ -113,7 +113,9 @@ class GaussNewtonRegressor(RegressorMixin, BaseEstimator):
     tol : float, default 1e-6
         Stop when the loss is at most ``tol`` times the initial loss, or when a step decreases the
         loss by less than ``tol * 1e-6`` relative (stagnation).
-    sketch : {"kronecker", "srht", "gaussian"}, default "kronecker"
+    sketch : {"auto", "kronecker", "kronecker_rows", "srht", "gaussian"}, default "auto"
+        The sketch of :class:`SketchPreconditioner` ("auto": whole rows of the Kronecker grid when
+        the sketch has at least 128 of them, which makes its Gram d times cheaper, else uniform cells).
     sketch_size : int, optional
         Rows of the sketch (default: SketchPreconditioner's, 4 n).
     refresh : "auto", "always" or "never", default "auto"
@@ -161,7 +163,7 @@ class GaussNewtonRegressor(RegressorMixin, BaseEstimator):
     """
 
     def __init__(self, width=1024, *, solver="auto", threshold=0.0, damping="auto", max_iter=50, tol=1e-6,
-                 sketch="kronecker", sketch_size=None, refresh="auto", line_search=True, warm_start=False,
+                 sketch="auto", sketch_size=None, refresh="auto", line_search=True, warm_start=False,
                  inner_tol=None, random_state=None, n_threads=None, verbose=0, callback=None):
         self.width = width
         self.solver = solver
@@ -219,8 +221,8 @@ class GaussNewtonRegressor(RegressorMixin, BaseEstimator):
             damping = real("damping", lower=0.0)
         if self.refresh not in ("auto", "always", "never"):
             raise ValueError(f"refresh must be 'auto', 'always' or 'never', got {self.refresh!r}")
-        if self.sketch not in ("kronecker", "srht", "gaussian"):
-            raise ValueError(f"sketch must be 'kronecker', 'srht' or 'gaussian', got {self.sketch!r}")
+        if not isinstance(self.sketch, str) or self.sketch not in SKETCHES:
+            raise ValueError(f"sketch must be one of {SKETCHES}, got {self.sketch!r}")
         if self.sketch_size is not None:
             integer("sketch_size", 1)
         if self.inner_tol is not None:
@@ -285,7 +287,8 @@ class GaussNewtonRegressor(RegressorMixin, BaseEstimator):
         if m * d < n:
             return "exact", f"auto: m d = {m * d} < n = {n}, the sketch cannot precondition"
         rates = _Calibration.get()
-        density = ReLUJacobian(X, W, a, threshold=threshold, n_threads=nt).density
+        J = ReLUJacobian(X, W, a, threshold=threshold, n_threads=nt)
+        density = J.density
         # the sparse path does ~density of the dense work at about a third of its rate
         work = min(1.0, 3.0 * density) if density < 0.2 else 1.0
         t_pair = 4 * n * m * d * work / rates["products"]
@@ -295,7 +298,11 @@ class GaussNewtonRegressor(RegressorMixin, BaseEstimator):
         t_gram = n * n * m / rates["gram"] + 2 * n * n * d / rates["blas"]
         s = self.sketch_size or 4 * n
         exact_step = t_gram + (n**3 / 3) / rates["blas"]
-        build = (s * n * n + n**3 / 3) / rates["blas"] + 2 * t_pair
+        # the Gram of the sketch: a SYRK of n x s, or of n x (s / d_pad) for whole grid rows (plus the
+        # Hadamard product with X X^T)
+        d_pad = 1 << (d - 1).bit_length()
+        gram_inner = s / d_pad + d if _resolve_sketch(self.sketch, J, s) == "kronecker_rows" else s
+        build = (gram_inner * n * n + n**3 / 3) / rates["blas"] + 2 * t_pair
         cg_iterations = 15
         steps = 8
         sketch_total = build * 2 + steps * (cg_iterations * t_iteration + 2 * t_pair)
