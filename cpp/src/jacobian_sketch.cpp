@@ -150,20 +150,28 @@ void sketch_jacobian_rows(const ReLUJacobian& J, const NeuronRowSketch& S, doubl
 
 void scale_by_feature_gram_upper(const ReLUJacobian& J, double factor, double shift, double* C,
                                  int n_threads) {
-  const i64 n = J.n(), d_pad = J.d_padded();
+  const i64 n = J.n(), d = J.d(), d_pad = J.d_padded();
   const double* x = J.x_padded();
-  // (rows of the triangle get shorter: dynamic chunks balance the threads; each entry is computed
-  // once, in one order, so the result does not depend on the split)
-#pragma omp parallel for num_threads(std::max(1, n_threads)) schedule(dynamic, 64)
+  // X^T (d, n): for row i the dot products x_i . x_j, j >= i, are then d passes of an axpy over
+  // contiguous j (vectorized), instead of one short dot product per entry (measured 0.5 s -> 0.05 s
+  // at n = 8000, d = 32). Each sum runs over k in increasing order: the same bits for any split.
+  std::vector<double> xt(static_cast<std::size_t>(d * n));
+  for (i64 i = 0; i < n; ++i)
+    for (i64 k = 0; k < d; ++k) xt[k * n + i] = x[i * d_pad + k];
+  const int threads = std::max(1, n_threads);
+  std::vector<double> work(static_cast<std::size_t>(threads * n));
+  // (rows of the triangle get shorter: dynamic chunks balance the threads)
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 32)
   for (i64 i = 0; i < n; ++i) {
-    const double* xi = x + i * d_pad;
-    double* ci = C + i * n;
-    for (i64 j = i; j < n; ++j) {
-      const double* xj = x + j * d_pad;
-      double dot = 0.0;
-      for (i64 k = 0; k < d_pad; ++k) dot += xi[k] * xj[k];
-      ci[j] = factor * (ci[j] * dot);
+    double* dot = work.data() + omp_get_thread_num() * n;
+    std::fill(dot + i, dot + n, 0.0);
+    for (i64 k = 0; k < d; ++k) {
+      const double xik = x[i * d_pad + k];
+      const double* row = xt.data() + k * n;
+      for (i64 j = i; j < n; ++j) dot[j] += xik * row[j];
     }
+    double* ci = C + i * n;
+    for (i64 j = i; j < n; ++j) ci[j] = factor * (ci[j] * dot[j]);
     ci[i] += shift;
   }
 }

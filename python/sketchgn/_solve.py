@@ -255,7 +255,7 @@ class SketchPreconditioner:
                 f"for, got {(J.n, J.m, J.d)}"
             )
         nt = resolve_n_threads(self._n_threads if n_threads is None else n_threads)
-        # the sketch T (n, s), the Gram of the sketch and R (n, n), and R's float32 copy
+        # the sketch T (n, s) (or Uhat (n, rows)), the Gram of the sketch and R (n, n), and R's float32 copy
         rows = self.sketch_size // _grid(J)[1] if self.sketch_ == "kronecker_rows" else None
         held = J.n * (rows if rows else self.sketch_size)
         check_memory(8 * held + 20 * J.n * J.n, f"a sketch of {self.sketch_size} rows for n = {J.n} samples")
@@ -268,9 +268,10 @@ class SketchPreconditioner:
                 _core.sketch_jacobian_transpose(J._impl, self.sketch_, self.sketch_size, self.seed, nt))
         t1 = time.perf_counter()
         R, used = _factor(sketch, self.damping, self.factorization)
+        R_apply = _apply_copy(R)
         t2 = time.perf_counter()
         self._R = R
-        self._R_apply = _apply_copy(R)
+        self._R_apply = R_apply
         self._shape = (J.n, J.m, J.d)
         self.factorization_ = used
         self.timings = {"sketch": t1 - t0, "factorization": t2 - t1}
@@ -299,7 +300,7 @@ def _apply_copy(R):
     matrix by about cond(R) * 6e-8, far below what changes CG's convergence), else R itself."""
     if R.size == 0:
         return R
-    big = float(np.abs(R).max())
+    big = max(float(R.max()), -float(R.min()))  # (no |R| temporary: n^2 doubles of page faults)
     small = float(np.abs(np.diagonal(R)).min())
     if 1e-30 < small and big < 1e30:
         return R.astype(np.float32)
