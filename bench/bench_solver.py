@@ -413,7 +413,7 @@ def run_size(n, m, args, nt, report):
 
 
 def run_sweep(n, m, args, nt, report):
-    print(f"\n== iterations vs sketch size: n={n}, m={m}, d={D_FEATURES} (kronecker, CholeskyQR) ==", flush=True)
+    print(f"\n== iterations vs sketch size: n={n}, m={m}, d={D_FEATURES} (the default sketch, 'auto': whole Kronecker grid rows here; CholeskyQR) ==", flush=True)
     X, y, W, a = make_problem(n, m)
     J = sg.ReLUJacobian(X, W, a, n_threads=nt)
     r = J.forward() - y
