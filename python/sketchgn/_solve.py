@@ -444,9 +444,9 @@ def solve_gn(J, r, *, method="sketch", damping=0.0, tol=1e-6, maxiter=None, prec
         Arithmetic of the J and J^T products inside CG. "double": float64 throughout. "mixed":
         iterative refinement -- rounds of CG with float32 products (about twice as fast), each ended
         by a float64 residual; the stopping rule is the same float64 residual, so ``tol`` means the
-        same. When float32 cannot resolve the system (roughly cond(J J^T) beyond 1e6 relative to the
-        reduction asked) the solve falls back to float64 products by itself, at the cost of the
-        float32 round it tried. "auto": "mixed" for method "sketch", "double" for "cg" (unpreconditioned
+        same. When float32 cannot resolve the system (measured: from cond(J J^T) ~ 1e8; a sketch
+        solve already starts in float64 when R's pivots say cond > 1e6) the solve falls back to
+        float64 products by itself, at the cost of the float32 round it tried. "auto": "mixed" for method "sketch", "double" for "cg" (unpreconditioned
         CG on an ill-conditioned system is where float32 fails). Jacobians with a sparse activation
         pattern, or with |X|, |a| beyond 1e30, always use float64. Ignored by "exact".
 
