@@ -125,7 +125,9 @@ class GaussNewtonRegressor(RegressorMixin, BaseEstimator):
         Continue from the fitted weights on the next ``fit`` (same shapes).
     inner_tol : float, optional
         Relative residual of the inner (CG) solves. Default: inexact Newton, ``||r_k|| / ||r_0||``
-        clipped to [1e-10, 0.1] -- loose far from the solution, tight near it.
+        clipped to [1e-10, 0.1] -- loose far from the solution, tight near it -- but never below
+        ``0.5 sqrt(tol) ||r_0|| / ||r_k||`` (up to 0.1): the last step need not solve much past the
+        loss at which the fit stops.
     random_state : int, RandomState or None
     n_threads : int or None
     verbose : int, default 0
@@ -361,6 +363,10 @@ class GaussNewtonRegressor(RegressorMixin, BaseEstimator):
                 eta = float(self.inner_tol)
             else:
                 eta = min(FORCING_MAX, max(FORCING_MIN, r_norm / r_norm0 if r_norm0 > 0 else FORCING_MAX))
+                # Safeguard against oversolving the last step (Kelley, "Solving Nonlinear Equations
+                # with Newton's Method", 2003, sec. 3.2.3): the fit stops once ||r|| <= sqrt(tol) ||r_0||,
+                # so no inner solve needs to reduce ||r|| far below that.
+                eta = min(FORCING_MAX, max(eta, 0.5 * math.sqrt(tol) * r_norm0 / r_norm))
             cg_iterations = 0
             refreshed = False
             if solver == "gd":
