@@ -272,13 +272,10 @@ PcgResult pcg_solve(const ReLUJacobian& J, const double* r, double damping, cons
   std::vector<double> best_x = x;
   double best_norm = res_norm;
   i64 best_iteration = 0;
-  // Mixed precision: the last point whose true residual is known (a round that fails returns to it).
-  std::vector<double> mark_x, mark_res;
-  double mark_norm = res_norm;
-  if (low) {
-    mark_x = x;
-    mark_res = res;
-  }
+  // Mixed precision: during float32 rounds the best iterate is only taken at the round ends, where
+  // its true residual is known; a round that fails returns to it, so that residual is kept too.
+  std::vector<double> best_res;
+  if (low) best_res = res;
   out.status = PcgStatus::maxiter;
   while (true) {
     if (res_norm <= target) {
@@ -352,24 +349,21 @@ PcgResult pcg_solve(const ReLUJacobian& J, const double* r, double damping, cons
       } else {
         res_norm = std::numeric_limits<double>::infinity();
       }
-      if (!(res_norm <= target) && !(res_norm <= kMixedMinGain * mark_norm)) {
+      if (!(res_norm <= target) && !(res_norm <= kMixedMinGain * best_norm)) {
         // float32 rounding swamps this system: float64 products from here, from the better point
         low = false;
         out.mixed_fallback = true;
-        if (!(res_norm < mark_norm)) {
-          x = mark_x;
-          res = mark_res;
-          res_norm = mark_norm;
-        }
       }
       if (res_norm < best_norm) {
         best_norm = res_norm;
         best_x = x;
+        best_res = res;
+      } else {
+        x = best_x;
+        res = best_res;
+        res_norm = best_norm;
       }
       best_iteration = out.iterations;
-      mark_x = x;
-      mark_res = res;
-      mark_norm = res_norm;
       continue;  // (converged, the iteration limit, or the next round)
     }
     if (!claimed) break;
