@@ -3,9 +3,9 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <stdexcept>
 #include <cmath>
 #include <cstring>
+#include <stdexcept>
 #include <vector>
 
 #include "sketchgn/fwht.hpp"
@@ -42,16 +42,22 @@ std::vector<double> scaled_output_weights(const ReLUJacobian& J) {
   for (i64 r = 0; r < J.m(); ++r) scaled[r] = J.a()[r] * inv_sqrt_m;
   return scaled;
 }
+
+// D1 (a / sqrt(m)) for a sketch's signs D1: the Kronecker sketches fold the signs in once, and each
+// column's neuron factor is then this masked by the row's pattern (measured 1.3x faster than forming
+// a o D_i and signing it apart).
+std::vector<double> signed_output_weights(const ReLUJacobian& J, const std::vector<signed char>& signs) {
+  std::vector<double> signed_a = scaled_output_weights(J);
+  for (i64 r = 0; r < J.m(); ++r)
+    if (signs[r] < 0) signed_a[r] = -signed_a[r];
+  return signed_a;
+}
 }  // namespace
 
 void sketch_jacobian_kronecker(const ReLUJacobian& J, const KroneckerSRHT& S, double* T, int n_threads) {
   const i64 n = J.n(), m = J.m(), s = S.n_out(), per = S.m_pad() + S.d_pad();
   const int threads = n * S.m_pad() >= (1 << 15) ? n_threads : 1;
-  // D1 (a / sqrt(m)) once: column i's signed neuron factor is then this masked by row i's pattern
-  // bits (measured 1.3x faster than forming a o D_i and signing it apart).
-  std::vector<double> signed_a = scaled_output_weights(J);
-  for (i64 r = 0; r < m; ++r)
-    if (S.signs_u()[r] < 0) signed_a[r] = -signed_a[r];
+  const std::vector<double> signed_a = signed_output_weights(J, S.signs_u());
   std::vector<double> work(static_cast<std::size_t>(threads * per));
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (i64 i = 0; i < n; ++i) {
@@ -113,9 +119,7 @@ NeuronRowSketch::NeuronRowSketch(i64 m, i64 d, i64 rows, std::uint64_t seed)
 void sketch_neuron_rows(const ReLUJacobian& J, const NeuronRowSketch& S, double* Uhat, int n_threads) {
   const i64 n = J.n(), m = J.m(), m_pad = S.m_pad(), rows = S.rows();
   const int threads = n * m_pad >= (1 << 15) ? n_threads : 1;
-  std::vector<double> signed_a = scaled_output_weights(J);
-  for (i64 r = 0; r < m; ++r)
-    if (S.signs_u()[r] < 0) signed_a[r] = -signed_a[r];
+  const std::vector<double> signed_a = signed_output_weights(J, S.signs_u());
   const i64* P = S.rows_u().data();
   std::vector<double> work(static_cast<std::size_t>(threads * m_pad));
 #pragma omp parallel for num_threads(threads) schedule(static)
