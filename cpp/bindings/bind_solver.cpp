@@ -225,7 +225,8 @@ void bind_solver(py::module_& m) {
     return y;
   }, py::arg("R"), py::arg("z").noconvert(), py::arg("transpose"), py::arg("n_threads"));
 
-  // (for the tests: the float32 operator of mixed-precision CG against J J^T in float64)
+  // The float32 operator of mixed-precision CG alone: for the tests (against J J^T in float64) and
+  // for the float32 rate that solver="auto" calibrates.
   m.def("gram_apply_f32", [](const ReLUJacobian& J, const CArray<double>& p, int n_threads) {
     checked_threads(n_threads);
     require(p.ndim() == 1 && p.shape(0) == J.n(), "p must be (n,)");

@@ -15,7 +15,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import _core
 from ._jacobian import ReLUJacobian
-from ._solve import SKETCHES, SketchPreconditioner, _resolve_sketch, _solve_exact_columns, solve_gn
+from ._solve import SKETCHES, SketchPreconditioner, _grid, _resolve_sketch, _solve_exact_columns, solve_gn
 from ._validation import resolve_n_threads
 
 __all__ = ["GaussNewtonRegressor"]
@@ -302,8 +302,7 @@ class GaussNewtonRegressor(RegressorMixin, BaseEstimator):
         exact_step = t_gram + (n**3 / 3) / rates["blas"]
         # the Gram of the sketch: a SYRK of n x s, or of n x (s / d_pad) for whole grid rows (plus the
         # Hadamard product with X X^T)
-        d_pad = 1 << (d - 1).bit_length()
-        gram_inner = s / d_pad + d if _resolve_sketch(self.sketch, J, s) == "kronecker_rows" else s
+        gram_inner = s / _grid(J)[1] + d if _resolve_sketch(self.sketch, J, s) == "kronecker_rows" else s
         build = (gram_inner * n * n + n**3 / 3) / rates["blas"] + 2 * t_pair
         cg_iterations = 15
         steps = 8
@@ -362,11 +361,11 @@ class GaussNewtonRegressor(RegressorMixin, BaseEstimator):
             if self.inner_tol is not None:
                 eta = float(self.inner_tol)
             else:
-                eta = min(FORCING_MAX, max(FORCING_MIN, r_norm / r_norm0 if r_norm0 > 0 else FORCING_MAX))
-                # Safeguard against oversolving the last step (Kelley, "Solving Nonlinear Equations
-                # with Newton's Method", 2003, sec. 3.2.3): the fit stops once ||r|| <= sqrt(tol) ||r_0||,
-                # so no inner solve needs to reduce ||r|| far below that.
-                eta = min(FORCING_MAX, max(eta, 0.5 * math.sqrt(tol) * r_norm0 / r_norm))
+                # ||r_k|| / ||r_0||, with the safeguard against oversolving the last step (Kelley,
+                # "Solving Nonlinear Equations with Newton's Method", 2003, sec. 3.2.3): the fit stops
+                # once ||r|| <= sqrt(tol) ||r_0||, so no inner solve needs to reduce ||r|| far below that.
+                # (r_norm and r_norm0 > 0 here: the loop ends at loss 0)
+                eta = min(FORCING_MAX, max(FORCING_MIN, r_norm / r_norm0, 0.5 * math.sqrt(tol) * r_norm0 / r_norm))
             cg_iterations = 0
             refreshed = False
             if solver == "gd":
