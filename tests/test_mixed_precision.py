@@ -1,14 +1,20 @@
 """Mixed-precision CG (solve_gn(precision=...)): the float32 operator J J^T against float64 at every SIMD
 level, and the solves it drives against dense NumPy references -- the answer must meet tol in float64
-exactly as a float64 solve does, and fall back to float64 where float32 cannot resolve the system."""
+exactly as a float64 solve does, and fall back to float64 where float32 cannot resolve the system.
+Also the preconditioner factored in float32 (SketchPreconditioner(precision="single"))."""
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
+import scipy.linalg
 
 import sketchgn as sg
 from sketchgn import _core
+from conftest import rel_err
+from test_solver import conditioned_problem
 
 F32 = np.finfo(np.float32)
 
@@ -168,3 +174,147 @@ def test_bad_precision_is_refused(rng, bad):
     J = sg.ReLUJacobian(X, W, a)
     with pytest.raises(ValueError, match="precision must be one of"):
         sg.solve_gn(J, np.ones(10), precision=bad)
+
+
+# --------------------------------------------------------------------------------------------------
+# The preconditioner factored in float32 (SketchPreconditioner(precision="single"), which solve_gn's
+# mixed precision and the estimator build): R^T R against the Gram of the same sketch formed in NumPy,
+# its quality against the float64 R, and the fallbacks to float64.
+
+EPS32 = float(F32.eps)
+
+
+@pytest.mark.parametrize("n", [300, 2300])  # one potrf call; panels of 256 from n = 2049 on
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_cholesky_upper_matches_scipy(rng, n, dtype):
+    B = rng.standard_normal((n, n + 40))
+    C = (B @ B.T / n).astype(dtype)
+    R = C.copy()
+    assert _core.cholesky_upper(R) == 0
+    ref = scipy.linalg.cholesky(C.astype(np.float64), lower=False)
+    assert R.dtype == dtype and np.array_equal(R, np.triu(R))
+    eps = np.finfo(dtype).eps
+    assert rel_err(R.astype(np.float64), ref) <= 1e3 * eps  # (cond(C) ~ 1e3 here)
+    R64 = R.astype(np.float64)
+    assert rel_err(R64.T @ R64, C.astype(np.float64)) <= 10 * eps
+    # not positive definite: LAPACK's info, the order of the failing minor
+    C[5, 5] = -1.0
+    assert _core.cholesky_upper(C.copy()) == 6
+    with pytest.raises(TypeError, match="float32 or float64"):
+        _core.cholesky_upper(np.eye(3, dtype=np.float16))
+
+
+def sketch_gram(J, P, damping):
+    """(S A)^T (S A) + damping I from the explicit sketch of P (float64, NumPy)."""
+    T = _core.sketch_jacobian_transpose(J._impl, P.sketch_, P.sketch_size, P.seed, 1)
+    return T @ T.T + damping * np.eye(J.n)
+
+
+@pytest.mark.parametrize("damping", [0.0, 1e-2])
+@pytest.mark.parametrize("sketch", ["kronecker_rows", "kronecker", "srht", "gaussian"])
+def test_single_preconditioner_factors_the_sketch_gram(rng, sketch, damping):
+    n, m, d = 160, 1024, 16
+    X, W, a = problem(rng, n, m, d)
+    J = sg.ReLUJacobian(X, W, a)
+    single = sg.SketchPreconditioner(J, sketch=sketch, damping=damping, seed=3, precision="single")
+    double = sg.SketchPreconditioner(J, sketch=sketch, damping=damping, seed=3)
+    assert (single.precision_, single.precision, double.precision_) == ("single", "single", "double")
+    assert single.sketch_ == double.sketch_ and single.factorization_ == "cholqr"
+    R = single.R
+    assert R.dtype == np.float32 and R.flags.c_contiguous and np.array_equal(R, np.triu(R))
+    assert double.R.dtype == np.float64
+    G = sketch_gram(J, single, damping)
+    R64 = R.astype(np.float64)
+    # Rounding: the Gram's entries (sums over s / d_pad rows or s cells) and the Cholesky's (sums over
+    # n), each within a few eps32 of the products of norms; measured 0.6-0.7 eps32 for R^T R, and R
+    # within 1.5-2 eps32 of the float64 R (cond(R) ~ 10 here), for every sketch and damping.
+    err = rel_err(R64.T @ R64, G)
+    assert err <= 5 * EPS32, err / EPS32
+    assert rel_err(double.R.T @ double.R, G) <= 1e-12
+    assert rel_err(R64, double.R) <= 20 * EPS32
+    # its solves, as the float64 one's, against SciPy's on the same (float32) R
+    z = rng.standard_normal(n)
+    assert rel_err(single.solve(z), scipy.linalg.solve_triangular(R64, z)) <= 1e-10
+    assert rel_err(single.solve_transpose(z), scipy.linalg.solve_triangular(R64, z, trans="T")) <= 1e-10
+    assert "precision_='single'" in repr(single)
+
+
+@pytest.mark.parametrize("target", [1e2, 1e5])
+def test_single_preconditioner_preconditions_like_double(target):
+    J, r, cond = conditioned_problem(target, n=400, m=2048, d=8)
+    single = sg.SketchPreconditioner(J, precision="single", seed=1)
+    double = sg.SketchPreconditioner(J, seed=1)
+    assert single.precision_ == "single"
+    # (float64 products: only the preconditioner differs)
+    a = sg.solve_gn(J, r, preconditioner=single, tol=1e-8, precision="double")
+    b = sg.solve_gn(J, r, preconditioner=double, tol=1e-8, precision="double")
+    assert a.converged and b.converged
+    assert abs(a.iterations - b.iterations) <= 1, (cond, a.iterations, b.iterations)
+    G = dense_gram(J)
+    assert np.linalg.norm(G @ a.g - r) <= 1.01e-8 * np.linalg.norm(r)
+
+
+def test_single_preconditioner_falls_back_to_double_when_ill_conditioned():
+    # cond ~ 1e8: R's pivot ratio is ~1e3 > 100, so the float32 factorization is not kept.
+    J, r, cond = conditioned_problem(1e8, n=400, m=2048, d=8)
+    single = sg.SketchPreconditioner(J, precision="single", seed=2)
+    double = sg.SketchPreconditioner(J, seed=2)
+    assert single.precision_ == "double" and single.R.dtype == np.float64
+    assert np.array_equal(single.R, double.R)
+    res = sg.solve_gn(J, r, tol=1e-6, seed=2)  # (mixed precision asks for "single" ...)
+    assert res.converged and res.preconditioner.precision_ == "double"  # ... and gets float64
+
+
+@pytest.mark.parametrize("case", ["huge X", "tiny X", "huge damping", "qr"])
+def test_single_preconditioner_falls_back_to_double_out_of_float32_range(rng, case):
+    n, m, d = 80, 512, 8
+    X, W, a = problem(rng, n, m, d)
+    damping, factorization = 0.0, "auto"
+    if case == "huge X":
+        X = X * 1e18  # Gram entries ~1e36: beyond what float32 keeps in range with headroom
+    elif case == "tiny X":
+        X = X * 1e-18
+    elif case == "huge damping":
+        damping = 1e200
+    else:
+        factorization = "qr"
+    J = sg.ReLUJacobian(X, W, a)
+    single = sg.SketchPreconditioner(J, precision="single", damping=damping, factorization=factorization)
+    double = sg.SketchPreconditioner(J, damping=damping, factorization=factorization)
+    assert single.precision_ == "double" and np.array_equal(single.R, double.R)
+    r = rng.standard_normal(n)
+    res = sg.solve_gn(J, r, damping=damping, tol=1e-8)
+    assert res.converged, res.message
+    assert res.preconditioner.precision_ == ("single" if case == "qr" else "double")
+
+
+def test_solve_gn_builds_a_single_preconditioner_only_for_mixed_precision(rng):
+    X, W, a = problem(rng, 300, 2048, 16)
+    J = sg.ReLUJacobian(X, W, a)
+    r = rng.standard_normal(300)
+    mixed = sg.solve_gn(J, r, tol=1e-10)
+    double = sg.solve_gn(J, r, tol=1e-10, precision="double")
+    assert mixed.preconditioner.precision_ == "single" and mixed.preconditioner.R.dtype == np.float32
+    assert double.preconditioner.precision_ == "double"
+    ref = np.linalg.solve(dense_gram(J), r)
+    assert rel_err(mixed.g, ref) <= 1e-7 and rel_err(double.g, ref) <= 1e-7
+    assert abs(mixed.iterations - double.iterations) <= 4
+
+
+def test_single_preconditioner_is_the_same_for_any_thread_count_and_survives_pickle(rng):
+    X, W, a = problem(rng, 700, 4096, 32)
+    J = sg.ReLUJacobian(X, W, a)
+    one = sg.SketchPreconditioner(J, precision="single", n_threads=1)
+    two = sg.SketchPreconditioner(J, precision="single", n_threads=2)
+    assert one.precision_ == "single" and np.array_equal(one.R, two.R)
+    back = pickle.loads(pickle.dumps(two))
+    assert back.precision_ == "single" and back.R.dtype == np.float32 and np.array_equal(back.R, two.R)
+    assert np.array_equal(back.refresh(J).R, two.R)
+
+
+@pytest.mark.parametrize("bad", ["mixed", "float32", "auto", "", 32, None])
+def test_bad_preconditioner_precision_is_refused(rng, bad):
+    X, W, a = problem(rng, 10, 64, 4)
+    J = sg.ReLUJacobian(X, W, a)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        sg.SketchPreconditioner(J, precision=bad)

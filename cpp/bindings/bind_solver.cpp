@@ -3,6 +3,9 @@
 // back briefly between iterations to let Ctrl-C through).
 #include <Python.h>
 
+#include <type_traits>
+#include <vector>
+
 #include "bindings.hpp"
 #include "sketchgn/dense_cholesky.hpp"
 #include "sketchgn/jacobian_sketch.hpp"
@@ -143,32 +146,50 @@ void bind_solver(py::module_& m) {
     return py::make_tuple(p, su, sx);
   }, py::arg("m"), py::arg("d"), py::arg("rows"), py::arg("seed"));
 
-  m.def("neuron_rows_gram_upper", [](const ReLUJacobian& J, const CArray<double>& U, double shift, int n_threads) {
+  m.def("neuron_rows_gram_upper", [](const ReLUJacobian& J, const CArray<double>& U, double shift, int n_threads,
+                                     bool single) -> py::array {
     checked_threads(n_threads);
     require(U.ndim() == 2 && U.shape(0) == J.n() && U.shape(1) >= 1, "Uhat must be (n, rows)");
     const std::int64_t n = J.n(), rows = U.shape(1);
-    CArray<double> C({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(n)});
     const double* u = U.data();
-    double* c = C.mutable_data();
-    SignalPoll poll;
-    {
-      py::gil_scoped_release release;
-      if (sketch_gram_upper(u, n, rows, 0.0, c, std::ref(poll)))
-        scale_by_feature_gram_upper(J, 1.0 / static_cast<double>(rows), shift, c, n_threads);
-    }
-    if (poll.signalled) throw py::error_already_set();
-    return C;
-  }, py::arg("J"), py::arg("Uhat").noconvert(), py::arg("shift"), py::arg("n_threads"),
+    auto gram = [&](auto tag) {
+      using Real = decltype(tag);
+      CArray<Real> C({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(n)});
+      Real* c = C.mutable_data();
+      SignalPoll poll;
+      {
+        py::gil_scoped_release release;
+        std::vector<Real> rounded;
+        const Real* ur;
+        if constexpr (std::is_same_v<Real, double>) {
+          ur = u;
+        } else {
+          rounded.assign(u, u + n * rows);  // (n rows doubles: small next to the n^2 of C)
+          ur = rounded.data();
+        }
+        if (sketch_gram_upper<Real>(ur, n, rows, 0.0, c, std::ref(poll)))
+          scale_by_feature_gram_upper<Real>(J, 1.0 / static_cast<double>(rows), shift, c, n_threads);
+      }
+      if (poll.signalled) throw py::error_already_set();
+      return py::array(C);
+    };
+    return single ? gram(float{}) : gram(double{});
+  }, py::arg("J"), py::arg("Uhat").noconvert(), py::arg("shift"), py::arg("n_threads"), py::arg("single") = false,
      "C (n, n) upper triangle = (Uhat Uhat^T o X X^T) / rows + shift I: the Gram of the "
-     "'kronecker_rows' sketch of J^T (GIL released, Ctrl-C between blocks).");
+     "'kronecker_rows' sketch of J^T (GIL released, Ctrl-C between blocks); float32 when single "
+     "(Uhat rounded to float32, the SYRK in float32).");
 
-  m.def("_set_lapack", [](py::object dsyrk, py::object dtrsm, py::object dpotrf) {
+  m.def("_set_lapack", [](py::object dsyrk, py::object dtrsm, py::object dpotrf, py::object ssyrk, py::object strsm,
+                          py::object spotrf) {
     LapackFunctions f;
-    f.dsyrk = capsule_function<decltype(f.dsyrk)>(dsyrk, "dsyrk");
-    f.dtrsm = capsule_function<decltype(f.dtrsm)>(dtrsm, "dtrsm");
-    f.dpotrf = capsule_function<decltype(f.dpotrf)>(dpotrf, "dpotrf");
+    f.f64.syrk = capsule_function<decltype(f.f64.syrk)>(dsyrk, "dsyrk");
+    f.f64.trsm = capsule_function<decltype(f.f64.trsm)>(dtrsm, "dtrsm");
+    f.f64.potrf = capsule_function<decltype(f.f64.potrf)>(dpotrf, "dpotrf");
+    f.f32.syrk = capsule_function<decltype(f.f32.syrk)>(ssyrk, "ssyrk");
+    f.f32.trsm = capsule_function<decltype(f.f32.trsm)>(strsm, "strsm");
+    f.f32.potrf = capsule_function<decltype(f.f32.potrf)>(spotrf, "spotrf");
     set_lapack_functions(f);
-  }, "Take SciPy's BLAS/LAPACK (capsules of scipy.linalg.cython_blas / cython_lapack).");
+  }, "Take SciPy's BLAS/LAPACK (capsules of scipy.linalg.cython_blas / cython_lapack), float64 then float32.");
 
   m.def("sketch_gram_upper", [](const CArray<double>& T, double shift) {
     require(T.ndim() == 2, "T must be (n, s)");
@@ -186,21 +207,26 @@ void bind_solver(py::module_& m) {
   }, py::arg("T").noconvert(), py::arg("shift"),
      "C (n, n) upper triangle = T T^T + shift I (GIL released, Ctrl-C between blocks).");
 
-  m.def("cholesky_upper", [](py::array_t<double> C) {
+  m.def("cholesky_upper", [](py::array C) {
     require(C.ndim() == 2 && C.shape(0) == C.shape(1), "C must be (n, n)");
     require((C.flags() & py::array::c_style) && C.writeable(), "C must be a writeable C-contiguous array");
     const std::int64_t n = C.shape(0);
-    double* c = C.mutable_data();
-    SignalPoll poll;
-    std::int64_t info;
-    {
-      py::gil_scoped_release release;
-      info = cholesky_upper(c, n, std::ref(poll));
-    }
-    if (poll.signalled) throw py::error_already_set();
-    return info;
+    auto factor = [&](auto* c) {
+      SignalPoll poll;
+      std::int64_t info;
+      {
+        py::gil_scoped_release release;
+        info = cholesky_upper(c, n, std::ref(poll));
+      }
+      if (poll.signalled) throw py::error_already_set();
+      return info;
+    };
+    if (C.dtype().equal(py::dtype::of<float>())) return factor(static_cast<float*>(C.mutable_data()));
+    if (C.dtype().equal(py::dtype::of<double>())) return factor(static_cast<double*>(C.mutable_data()));
+    throw py::type_error("C must be float32 or float64");
   }, py::arg("C").noconvert(),
-     "In place: upper triangle of C -> R (R^T R = C); 0, or the order of the first non-positive minor.");
+     "In place: upper triangle of C (float32 or float64) -> R (R^T R = C); 0, or the order of the "
+     "first non-positive minor.");
 
   m.def("solve_upper", [](py::array R_any, const CArray<double>& z, bool transpose, int n_threads) {
     checked_threads(n_threads);

@@ -152,8 +152,8 @@ void sketch_jacobian_rows(const ReLUJacobian& J, const NeuronRowSketch& S, doubl
   }
 }
 
-void scale_by_feature_gram_upper(const ReLUJacobian& J, double factor, double shift, double* C,
-                                 int n_threads) {
+template <class Real>
+void scale_by_feature_gram_upper(const ReLUJacobian& J, double factor, double shift, Real* C, int n_threads) {
   const i64 n = J.n(), d = J.d(), d_pad = J.d_padded();
   const double* x = J.x_padded();
   // X^T (d, n): for row i the dot products x_i . x_j, j >= i, are then d passes of an axpy over
@@ -174,10 +174,14 @@ void scale_by_feature_gram_upper(const ReLUJacobian& J, double factor, double sh
       const double* row = xt.data() + k * n;
       for (i64 j = i; j < n; ++j) dot[j] += xik * row[j];
     }
-    double* ci = C + i * n;
-    for (i64 j = i; j < n; ++j) ci[j] = factor * (ci[j] * dot[j]);
-    ci[i] += shift;
+    Real* ci = C + i * n;
+    // (the products in double: a float32 C is rounded once)
+    for (i64 j = i; j < n; ++j) ci[j] = static_cast<Real>(factor * (static_cast<double>(ci[j]) * dot[j]));
+    ci[i] = static_cast<Real>(static_cast<double>(ci[i]) + shift);
   }
 }
+
+template void scale_by_feature_gram_upper<double>(const ReLUJacobian&, double, double, double*, int);
+template void scale_by_feature_gram_upper<float>(const ReLUJacobian&, double, double, float*, int);
 
 }  // namespace sketchgn

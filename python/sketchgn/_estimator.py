@@ -68,6 +68,7 @@ class _Calibration:
 
             k = 384
             A = rng.standard_normal((2 * k, k))
+            A32 = A.astype(np.float32)
             cls.rates = {
                 # J^T u then J v: 4 n m d flops (dense path)
                 "products": 4 * n * m * d / best(lambda: J.matvec(J.rmatvec(u))),
@@ -77,6 +78,8 @@ class _Calibration:
                 "gram": n * n * m / best(J.gram),
                 # dense LAPACK/BLAS flop rate (SYRK of a 2k x k matrix: 2 k^3 flops)
                 "blas": 2 * k * k * k / best(lambda: scipy.linalg.blas.dsyrk(1.0, A, trans=1)),
+                # the same in float32 (the estimator's preconditioner is factored in float32)
+                "blas_f32": 2 * k * k * k / best(lambda: scipy.linalg.blas.ssyrk(1.0, A32, trans=1)),
             }
         return cls.rates
 
@@ -300,10 +303,15 @@ class GaussNewtonRegressor(RegressorMixin, BaseEstimator):
         t_gram = n * n * m / rates["gram"] + 2 * n * n * d / rates["blas"]
         s = self.sketch_size or 4 * n
         exact_step = t_gram + (n**3 / 3) / rates["blas"]
-        # the Gram of the sketch: a SYRK of n x s, or of n x (s / d_pad) for whole grid rows (plus the
-        # Hadamard product with X X^T)
-        gram_inner = s / _grid(J)[1] + d if _resolve_sketch(self.sketch, J, s) == "kronecker_rows" else s
-        build = (gram_inner * n * n + n**3 / 3) / rates["blas"] + 2 * t_pair
+        # the Gram of the sketch: a float32 SYRK of n x (s / d_pad) for whole grid rows (plus the
+        # Hadamard product with X X^T), or a float64 one of n x s for an explicit sketch; its Cholesky
+        # in float32 (precision="single"; an ill-conditioned Gram is factored again in float64, which
+        # this model does not foresee)
+        if _resolve_sketch(self.sketch, J, s) == "kronecker_rows":
+            t_sketch_gram = (s / _grid(J)[1] + d) * n * n / rates["blas_f32"]
+        else:
+            t_sketch_gram = s * n * n / rates["blas"]
+        build = t_sketch_gram + (n**3 / 3) / rates["blas_f32"] + 2 * t_pair
         cg_iterations = 15
         steps = 8
         sketch_total = build * 2 + steps * (cg_iterations * t_iteration + 2 * t_pair)
@@ -380,7 +388,7 @@ class GaussNewtonRegressor(RegressorMixin, BaseEstimator):
                 else:
                     if solver == "sketch" and (P is None or self.refresh == "always"):
                         P = SketchPreconditioner(J, sketch=self.sketch, sketch_size=self.sketch_size, damping=lam,
-                                                 seed=step, n_threads=nt)
+                                                 seed=step, n_threads=nt, precision="single")
                         P_iterations = None
                         refreshed = True
 

@@ -28,6 +28,7 @@ SKETCHES = ("auto", "kronecker", "kronecker_rows", "srht", "gaussian")
 METHODS = ("sketch", "cg", "exact")
 PRECISIONS = ("auto", "double", "mixed")
 FACTORIZATIONS = ("auto", "cholqr", "qr")
+PRECONDITIONER_PRECISIONS = ("double", "single")
 
 # Default sketch size, as a multiple of n. Measured on Jacobians whose Gram has condition number 1e2,
 # 1e5, 1e8 (n=400, m=1024, d=16): CG iterations to a 1e-6 / 1e-2 residual were 38-55 / 15-32 with
@@ -49,15 +50,25 @@ R_DIAGONAL_FLOOR = 1e-10
 # 1e-16 relative, let the preconditioner amplify rounding in the null space to O(1): CG on consistent
 # singular systems then stagnated or not depending on the last bit of the triangular solves.)
 SINGULAR_PIVOT = 1e-6
+# precision="single": the float32 R is kept only when its pivots bound cond(R) below this (both the
+# ratio of its largest to its smallest pivot and the ratio sqrt(C_ii) / R_ii are lower bounds of
+# cond(R)); else the factorization is done again in float64. The float32 rounding perturbs the
+# preconditioned matrix by about 1e-9 cond(C) (measured ||R^-T (R^T R - C) R^-1||: 3e-5, 1e-3, 8e-3,
+# 0.12 and 0.7 at cond(C) 6e2, 6e4, 1e6, 1e7 and 6e7, where the pivot ratio was 5, 33, 140, 450 and
+# 1000; CG iterations to 1e-6 were the same as with the float64 R in all five, n = 400, m = 2048, d = 8,
+# and at n = 8000, m = 16384, d = 32, pivot ratio 3). 1e2 keeps the perturbation near 1e-2.
+SINGLE_MAX_PIVOT_RATIO = 1e2
 
 
 _core._set_lapack(cython_blas.__pyx_capi__["dsyrk"], cython_blas.__pyx_capi__["dtrsm"],
-                  cython_lapack.__pyx_capi__["dpotrf"])
+                  cython_lapack.__pyx_capi__["dpotrf"], cython_blas.__pyx_capi__["ssyrk"],
+                  cython_blas.__pyx_capi__["strsm"], cython_lapack.__pyx_capi__["spotrf"])
 
 
 def _cholesky(C):
-    """(R, info): R upper triangular with R^T R = C (C's upper triangle is read, C is overwritten);
-    info = 0, or the order of the first leading minor that is not positive definite."""
+    """(R, info): R upper triangular with R^T R = C (C's upper triangle is read, C is overwritten;
+    float64 or float32); info = 0, or the order of the first leading minor that is not positive
+    definite."""
     return C, int(_core.cholesky_upper(C))
 
 
@@ -68,9 +79,14 @@ class _ExplicitSketch:
         self.T = T
         self.n = T.shape[0]
 
-    def gram(self, shift=0.0):
-        """(S A)^T (S A) + shift I for the sketch S A = T.T, upper triangle (GIL released)."""
-        return _core.sketch_gram_upper(self.T, float(shift))
+    def gram(self, shift=0.0, single=False):
+        """(S A)^T (S A) + shift I for the sketch S A = T.T, upper triangle (GIL released); single:
+        rounded to float32 (T itself stays float64: a float32 copy would hold n s floats)."""
+        C = _core.sketch_gram_upper(self.T, float(shift))
+        if not single:
+            return C
+        with np.errstate(over="ignore"):  # (out of float32 range: inf, which the caller refuses)
+            return C.astype(np.float32)
 
     def matrix(self):
         return self.T
@@ -84,8 +100,8 @@ class _RowSketch:
         self.J, self.Uhat, self.s, self.seed, self.n_threads = J, Uhat, s, seed, n_threads
         self.n = J.n
 
-    def gram(self, shift=0.0):
-        return _core.neuron_rows_gram_upper(self.J._impl, self.Uhat, float(shift), self.n_threads)
+    def gram(self, shift=0.0, single=False):
+        return _core.neuron_rows_gram_upper(self.J._impl, self.Uhat, float(shift), self.n_threads, single)
 
     def matrix(self):
         check_memory(8 * self.J.n * self.s, f"the explicit sketch ({self.s} rows, n = {self.J.n}) for QR")
@@ -181,24 +197,37 @@ class SketchPreconditioner:
         "cholqr": Cholesky of ``(S A)^T (S A)`` (one SYRK, fastest; squares the condition number);
         "qr": Householder QR (robust); "auto": CholeskyQR, falling back to QR when the Cholesky
         fails or its pivots lose more than half the digits.
+    precision : {"double", "single"}, default "double"
+        Arithmetic of CholeskyQR's Gram and Cholesky. "single": float32 (about twice as fast, half
+        the memory), and R is float32: its rounding perturbs the preconditioner by about 1e-9
+        cond(J J^T + damping I), which leaves CG's iteration count unchanged while that is small;
+        so the float32 R is kept only when its pivots show cond(R) < 100 (cond < 1e4 of the Gram of
+        the sketch), and the factorization is otherwise done again in float64 (``precision_`` says
+        which ran). :func:`solve_gn` with mixed precision and the estimator build theirs in
+        "single". Householder QR is always float64.
 
     Attributes
     ----------
-    R : ndarray (n, n), upper triangular (float64; CG applies a float32 copy when its range allows,
-        halving the memory traffic of the triangular solves)
-    sketch_size, n, damping, seed, sketch
+    R : ndarray (n, n), upper triangular: float64 (CG applies a float32 copy when its range allows,
+        halving the memory traffic of the triangular solves), or float32 when ``precision_`` is
+        "single"
+    sketch_size, n, damping, seed, sketch, precision
     sketch_ : str, the sketch that ran ("auto" resolved)
     factorization_ : str, the factorization that ran ("cholqr" or "qr")
+    precision_ : str, the precision the factorization ran in ("double" or "single")
     timings : dict, seconds of the last build: "sketch", "factorization"
     """
 
     def __init__(self, J, *, sketch="auto", sketch_size=None, damping=0.0, seed=0, n_threads=None,
-                 factorization="auto"):
+                 factorization="auto", precision="double"):
         J = _check_jacobian(J)
         if sketch not in SKETCHES:
             raise ValueError(f"sketch must be one of {SKETCHES}, got {sketch!r}")
         if factorization not in FACTORIZATIONS:
             raise ValueError(f"factorization must be one of {FACTORIZATIONS}, got {factorization!r}")
+        if not isinstance(precision, str) or precision not in PRECONDITIONER_PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECONDITIONER_PRECISIONS}, got {precision!r}")
+        self.precision = precision
         self.sketch = sketch
         self.damping = _check_real(damping, "damping", minimum=0.0)
         self.seed = check_seed(seed)
@@ -267,13 +296,14 @@ class SketchPreconditioner:
             sketch = _ExplicitSketch(
                 _core.sketch_jacobian_transpose(J._impl, self.sketch_, self.sketch_size, self.seed, nt))
         t1 = time.perf_counter()
-        R, used = _factor(sketch, self.damping, self.factorization)
-        R_apply = _apply_copy(R)
+        R, used, precision = _factor(sketch, self.damping, self.factorization, self.precision)
+        R_apply = R if R.dtype == np.float32 else _apply_copy(R)
         t2 = time.perf_counter()
         self._R = R
         self._R_apply = R_apply
         self._shape = (J.n, J.m, J.d)
         self.factorization_ = used
+        self.precision_ = precision
         self.timings = {"sketch": t1 - t0, "factorization": t2 - t1}
         return self
 
@@ -290,7 +320,7 @@ class SketchPreconditioner:
     def __repr__(self):
         return (
             f"SketchPreconditioner(n={self.n}, sketch={self.sketch!r} ({self.sketch_}), sketch_size={self.sketch_size}, "
-            f"damping={self.damping}, factorization_={self.factorization_!r})"
+            f"damping={self.damping}, factorization_={self.factorization_!r}, precision_={self.precision_!r})"
         )
 
 
@@ -336,9 +366,34 @@ def _regularize(R, sketch, damping, used):
     return np.ascontiguousarray(np.triu(R2))
 
 
-def _factor(sketch, damping, how):
+def _factor(sketch, damping, how, precision="double"):
+    """(R, factorization that ran, precision that ran)."""
+    if precision == "single" and how in ("auto", "cholqr"):
+        R = _factor_single(sketch, damping)
+        if R is not None:
+            return R, "cholqr", "single"
     R, used = _factor_plain(sketch, damping, how)
-    return _floor_diagonal(_regularize(R, sketch, damping, used)), used
+    return _floor_diagonal(_regularize(R, sketch, damping, used)), used, "double"
+
+
+def _factor_single(sketch, damping):
+    """CholeskyQR in float32: R (float32), or None when the Cholesky fails, the Gram leaves the range
+    where float32 keeps its relative precision, or R's pivots show cond(R) >= SINGLE_MAX_PIVOT_RATIO
+    (then neither the diagonal floor nor the singular shift of the float64 path is ever needed)."""
+    C = sketch.gram(damping, single=True)
+    scale = np.sqrt(np.diagonal(C).astype(np.float64))  # (the diagonal of a Gram: >= 0, or inf / NaN)
+    top = float(scale.max(initial=0.0))
+    if not (1e-15 < top < 1e15) or not np.isfinite(scale).all():
+        return None
+    R, info = _cholesky(C)
+    if info != 0:
+        return None
+    pivots = np.abs(np.diagonal(R)).astype(np.float64)
+    if not np.isfinite(pivots).all():
+        return None
+    if pivots.min() * SINGLE_MAX_PIVOT_RATIO < pivots.max() or np.any(pivots * SINGLE_MAX_PIVOT_RATIO < scale):
+        return None
+    return R
 
 
 def _factor_plain(sketch, damping, how):
@@ -446,9 +501,12 @@ def solve_gn(J, r, *, method="sketch", damping=0.0, tol=1e-6, maxiter=None, prec
         by a float64 residual; the stopping rule is the same float64 residual, so ``tol`` means the
         same. When float32 cannot resolve the system (measured: from cond(J J^T) ~ 1e8; a sketch
         solve already starts in float64 when R's pivots say cond > 1e6) the solve falls back to
-        float64 products by itself, at the cost of the float32 round it tried. "auto": "mixed" for method "sketch", "double" for "cg" (unpreconditioned
-        CG on an ill-conditioned system is where float32 fails). Jacobians with a sparse activation
-        pattern, or with |X|, |a| beyond 1e30, always use float64. Ignored by "exact".
+        float64 products by itself, at the cost of the float32 round it tried. "mixed" also builds
+        the preconditioner (when none is passed) with ``precision="single"``, which keeps a float32
+        factorization only where it preconditions as well as a float64 one. "auto": "mixed" for
+        method "sketch", "double" for "cg" (unpreconditioned CG on an ill-conditioned system is where
+        float32 fails). Jacobians with a sparse activation pattern, or with |X|, |a| beyond 1e30,
+        always use float64 products. Ignored by "exact".
 
     Returns
     -------
@@ -497,7 +555,7 @@ def solve_gn(J, r, *, method="sketch", damping=0.0, tol=1e-6, maxiter=None, prec
         P = preconditioner
         if P is None:
             P = SketchPreconditioner(J, sketch=sketch, sketch_size=sketch_size, damping=damping, seed=seed,
-                                     n_threads=nt)
+                                     n_threads=nt, precision="single" if mixed else "double")
             timings.update(P.timings)
         R = P._R_apply
         default_maxiter = min(10 * n, 1000)

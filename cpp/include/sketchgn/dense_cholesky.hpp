@@ -13,13 +13,20 @@
 
 namespace sketchgn {
 
-// The Fortran BLAS/LAPACK signatures of scipy.linalg.cython_blas / cython_lapack (LP64: int).
+// The Fortran BLAS/LAPACK signatures of scipy.linalg.cython_blas / cython_lapack (LP64: int), in
+// float64 and float32 (the preconditioner of a mixed-precision solve is factored in float32).
+template <class Real>
+struct LapackFunctionsOf {
+  void (*syrk)(char* uplo, char* trans, int* n, int* k, Real* alpha, Real* a, int* lda, Real* beta,
+               Real* c, int* ldc) = nullptr;
+  void (*trsm)(char* side, char* uplo, char* transa, char* diag, int* m, int* n, Real* alpha, Real* a,
+               int* lda, Real* b, int* ldb) = nullptr;
+  void (*potrf)(char* uplo, int* n, Real* a, int* lda, int* info) = nullptr;
+};
+
 struct LapackFunctions {
-  void (*dsyrk)(char* uplo, char* trans, int* n, int* k, double* alpha, double* a, int* lda, double* beta,
-                double* c, int* ldc) = nullptr;
-  void (*dtrsm)(char* side, char* uplo, char* transa, char* diag, int* m, int* n, double* alpha, double* a,
-                int* lda, double* b, int* ldb) = nullptr;
-  void (*dpotrf)(char* uplo, int* n, double* a, int* lda, int* info) = nullptr;
+  LapackFunctionsOf<double> f64;  // dsyrk, dtrsm, dpotrf
+  LapackFunctionsOf<float> f32;   // ssyrk, strsm, spotrf
 };
 
 void set_lapack_functions(const LapackFunctions& functions);
@@ -30,14 +37,18 @@ using InterruptCheck = std::function<bool()>;
 
 // C (n x n, row-major) = T T^T + shift I for T (n, s) row-major: the Gram of the sketch S A = T^T.
 // Only the upper triangle of C is written (the strictly lower part is set to zero). Returns false if
-// interrupted. (A float32 variant was examined and left out: rounding the sketch to float32 perturbs
-// the preconditioner by ~1e-3 times the scaled condition number of the Gram.)
-bool sketch_gram_upper(const double* T, std::int64_t n, std::int64_t s, double shift, double* C,
+// interrupted. Real is double or float: in float32 the SYRK runs at about twice the rate and the
+// result's rounding (a backward error of about sqrt(s) 6e-8 relative to sqrt(C_ii C_jj)) perturbs a
+// preconditioner built from it by about that times cond(C) (see SketchPreconditioner's precision).
+template <class Real>
+bool sketch_gram_upper(const Real* T, std::int64_t n, std::int64_t s, double shift, Real* C,
                        const InterruptCheck& interrupted);
 
 // In place: the upper triangle of C (row-major, symmetric positive definite) becomes R, upper
 // triangular with R^T R = C; the strictly lower part is zeroed. Returns 0 on success, k > 0 when the
 // leading minor of order k is not positive definite (as LAPACK's info), -1 if interrupted.
-std::int64_t cholesky_upper(double* C, std::int64_t n, const InterruptCheck& interrupted);
+// Real is double or float.
+template <class Real>
+std::int64_t cholesky_upper(Real* C, std::int64_t n, const InterruptCheck& interrupted);
 
 }  // namespace sketchgn

@@ -52,8 +52,9 @@ void sketch_neuron_rows(const ReLUJacobian& J, const NeuronRowSketch& S, double*
 // T (n, n_out) = (S J^T)^T explicitly (for Householder QR and the tests): row i is
 // (1/sqrt(n_out)) Uhat_i (x) (H D2 x_i), cell (k, q) at column k d_pad + q.
 void sketch_jacobian_rows(const ReLUJacobian& J, const NeuronRowSketch& S, double* T, int n_threads);
-// C <- factor (C o X X^T) + shift I on the upper triangle of C (n, n) row-major.
-void scale_by_feature_gram_upper(const ReLUJacobian& J, double factor, double shift, double* C,
-                                 int n_threads);
+// C <- factor (C o X X^T) + shift I on the upper triangle of C (n, n) row-major; Real is double or
+// float (the products are formed in double either way).
+template <class Real>
+void scale_by_feature_gram_upper(const ReLUJacobian& J, double factor, double shift, Real* C, int n_threads);
 
 }  // namespace sketchgn
