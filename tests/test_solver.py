@@ -870,3 +870,29 @@ def test_ctrl_c_interrupts_a_long_solve():
     assert "interrupted" in out, (out, err)
     assert proc.returncode == 0, (proc.returncode, err)
     assert elapsed < 2.0, elapsed
+
+
+# --------------------------------------------------------------------------------------------------
+# The products of the returned g (solve_gn(_with_products=True), what the estimator takes its step
+# direction and curvature from): the float64 products of the solve's last residual check when they
+# were of the returned g, scaled back by powers of two -- they must be bitwise J.rmatvec(g) and
+# J.matvec of it, on every path (converged, stopped by maxiter, mixed or double, scaled r, damping).
+
+
+@pytest.mark.parametrize("damping", [0.0, 1e3])
+@pytest.mark.parametrize("r_scale", [1.0, 1e-200, 1e200])
+@pytest.mark.parametrize("method", ["sketch", "cg", "exact"])
+def test_solution_products_are_those_of_the_returned_g(method, r_scale, damping):
+    J, r, _ = make_problem(120, 512, 8, seed=9)
+    variants = [{}, {"precision": "double"}, {"x0": np.full(120, 0.5 * r_scale)}]
+    if method != "exact":
+        variants.append({"maxiter": 2})
+    for kw in variants:
+        res = sg.solve_gn(J, r * r_scale, method=method, damping=damping, tol=1e-9, _with_products=True, **kw)
+        assert res.converged == ("maxiter" not in kw), (kw, res.message)
+        JTg, JJTg = res._products
+        ref = J.rmatvec(res.g)
+        assert JTg.shape == (512, 8) and JJTg.shape == (120,)
+        assert np.array_equal(JTg, ref), kw
+        assert np.array_equal(JJTg, J.matvec(ref)), kw
+    assert sg.solve_gn(J, r, method=method)._products is None

@@ -269,7 +269,8 @@ void bind_solver(py::module_& m) {
   }, py::arg("J"), py::arg("p").noconvert(), py::arg("n_threads"));
 
   m.def("pcg", [](const ReLUJacobian& J, const CArray<double>& r, double damping, py::object R_obj,
-                  double tol, std::int64_t maxiter, const CArray<double>& x0, int n_threads, bool mixed) {
+                  double tol, std::int64_t maxiter, const CArray<double>& x0, int n_threads, bool mixed,
+                  bool with_products) {
     checked_threads(n_threads);
     const std::int64_t n = J.n();
     require(r.ndim() == 1 && r.shape(0) == n, "r must be (n,)");
@@ -299,13 +300,21 @@ void bind_solver(py::module_& m) {
     // Between iterations: take the GIL just long enough to run Python's signal handlers.
     SignalPoll poll;
     const std::function<bool()> interrupted = std::ref(poll);
+    // J^T g as (m, d), the layout of rmatmat's, and J J^T g (n,)
+    CArray<double> jt_g, jjt_g;
+    SolutionProducts products;
+    if (with_products) {
+      jt_g = CArray<double>({static_cast<py::ssize_t>(J.m()), static_cast<py::ssize_t>(J.d())});
+      jjt_g = CArray<double>(static_cast<py::ssize_t>(n));
+      products = {jt_g.mutable_data(), jjt_g.mutable_data()};
+    }
     PcgResult res;
     {
       py::gil_scoped_release release;
       if (r32 != nullptr)
-        res = pcg_solve<float>(J, rp, damping, r32, tol, maxiter, gp, n_threads, interrupted, mixed);
+        res = pcg_solve<float>(J, rp, damping, r32, tol, maxiter, gp, n_threads, interrupted, mixed, products);
       else
-        res = pcg_solve<double>(J, rp, damping, r64, tol, maxiter, gp, n_threads, interrupted, mixed);
+        res = pcg_solve<double>(J, rp, damping, r64, tol, maxiter, gp, n_threads, interrupted, mixed, products);
     }
     if (poll.signalled) throw py::error_already_set();
     py::dict info;
@@ -319,9 +328,15 @@ void bind_solver(py::module_& m) {
     info["seconds_preconditioner"] = res.seconds_preconditioner;
     info["iterations_f32"] = res.iterations_f32;
     info["mixed_fallback"] = res.mixed_fallback;
+    if (with_products) {
+      info["jt_g"] = jt_g;
+      info["jjt_g"] = jjt_g;
+    }
     return py::make_tuple(g, info);
   }, py::arg("J"), py::arg("r").noconvert(), py::arg("damping"), py::arg("R"), py::arg("tol"),
-     py::arg("maxiter"), py::arg("x0").noconvert(), py::arg("n_threads"), py::arg("mixed") = false);
+     py::arg("maxiter"), py::arg("x0").noconvert(), py::arg("n_threads"), py::arg("mixed") = false,
+     py::arg("with_products") = false,
+     "PCG (GIL released); info holds jt_g = J^T g (m, d) and jjt_g = J J^T g (n,) when with_products.");
 }
 
 }  // namespace sketchgn::bindings

@@ -66,6 +66,31 @@ bool all_finite(const std::vector<double>& a) {
     if (!std::isfinite(v)) return false;
   return true;
 }
+
+// J^T g and J J^T g for `products`: the float64 products of the last true residual, taken at the
+// scaled iterate x_products, when that is the returned g scaled by 2^-shift and the power of two
+// carries them back exactly (no entry leaves the normal range); else computed from g.
+void solution_products(const ReLUJacobian& J, const double* g, int shift, const std::vector<double>& jt_x,
+                       const std::vector<double>& jjt_x, const std::vector<double>& x_products,
+                       const SolutionProducts& products, int n_threads) {
+  const i64 n = J.n(), md = J.m() * J.d();
+  bool reuse = !x_products.empty();
+  for (i64 i = 0; reuse && i < n; ++i)
+    reuse = std::ldexp(x_products[i], shift) == g[i] && std::ldexp(g[i], -shift) == x_products[i];
+  auto exact = [&](const std::vector<double>& v) {
+    for (double e : v)
+      if (e != 0.0 && !std::isnormal(std::ldexp(e, shift))) return false;
+    return true;
+  };
+  if (reuse && exact(jt_x) && exact(jjt_x)) {
+    for (i64 k = 0; k < md; ++k) products.jt_g[k] = std::ldexp(jt_x[k], shift);
+    for (i64 i = 0; i < n; ++i) products.jjt_g[i] = std::ldexp(jjt_x[i], shift);
+    return;
+  }
+  J.rmatvec(g, products.jt_g, n_threads);
+  J.matvec(products.jt_g, products.jjt_g, n_threads);
+}
+
 }  // namespace
 
 // The triangular solves stream R (half of it each) and are memory-bound. They run in blocks of
@@ -169,7 +194,7 @@ template void solve_upper<double>(const double*, i64, const double*, double*, in
 template <class T>
 PcgResult pcg_solve(const ReLUJacobian& J, const double* r, double damping, const T* R, double tol,
                     i64 maxiter, double* g, int n_threads, const std::function<bool()>& interrupted,
-                    bool mixed) {
+                    bool mixed, const SolutionProducts& products) {
   using clock = std::chrono::steady_clock;
   const i64 n = J.n(), md = J.m() * J.d();
   PcgResult out;
@@ -211,13 +236,22 @@ PcgResult pcg_solve(const ReLUJacobian& J, const double* r, double damping, cons
   if (low) op32 = std::make_unique<GramOperatorF32>(J);
   const double scaled_damping = damping * inv_op_scale;
 
-  auto apply_system = [&](const std::vector<double>& v, std::vector<double>& result, bool in_float32) {
+  // The float64 products of the last true residual, kept for `products`: jt = J^T x_products and
+  // jjt = J jt (before the damping term joins them).
+  std::vector<double> jt, jjt, x_products;
+  auto apply_system = [&](const std::vector<double>& v, std::vector<double>& result, bool in_float32,
+                          bool keep_products = false) {
     const auto t0 = clock::now();
     if (in_float32) {
       op32->apply(v.data(), result.data(), n_threads);
     } else {
       J.rmatvec(v.data(), tmp.data(), n_threads);
       J.matvec(tmp.data(), result.data(), n_threads);
+      if (keep_products && products.jt_g != nullptr) {
+        jt = tmp;
+        jjt = result;
+        x_products = v;
+      }
     }
     // (inv_op_scale = 1 and scaled_damping = damping when damping <= 1: the plain J J^T v + damping v)
     for (i64 i = 0; i < n; ++i) result[i] = result[i] * inv_op_scale + scaled_damping * v[i];
@@ -238,7 +272,7 @@ PcgResult pcg_solve(const ReLUJacobian& J, const double* r, double damping, cons
     out.seconds_preconditioner += seconds_since(t0);
   };
   auto true_residual = [&]() {
-    apply_system(x, q, false);
+    apply_system(x, q, false, true);
     for (i64 i = 0; i < n; ++i) res[i] = rhs[i] - q[i];
   };
 
@@ -416,12 +450,13 @@ PcgResult pcg_solve(const ReLUJacobian& J, const double* r, double damping, cons
     out.residual = 1.0;
   }
   std::copy(x.begin(), x.end(), g);
+  if (products.jt_g != nullptr) solution_products(J, g, rhs_exp - op_exp, jt, jjt, x_products, products, n_threads);
   return out;
 }
 
 template PcgResult pcg_solve<float>(const ReLUJacobian&, const double*, double, const float*, double, i64,
-                                    double*, int, const std::function<bool()>&, bool);
+                                    double*, int, const std::function<bool()>&, bool, const SolutionProducts&);
 template PcgResult pcg_solve<double>(const ReLUJacobian&, const double*, double, const double*, double, i64,
-                                     double*, int, const std::function<bool()>&, bool);
+                                     double*, int, const std::function<bool()>&, bool, const SolutionProducts&);
 
 }  // namespace sketchgn

@@ -384,7 +384,7 @@ class GaussNewtonRegressor(RegressorMixin, BaseEstimator):
                 if G_prev is not None and r_norm_prev:
                     X0 = G_prev * (r_norm / r_norm_prev)
                 if solver == "exact":
-                    results = _solve_exact_columns(J, Rs, lam, eta, nt)
+                    results = _solve_exact_columns(J, Rs, lam, eta, nt, with_products=k == 1)
                 else:
                     if solver == "sketch" and (P is None or self.refresh == "always"):
                         P = SketchPreconditioner(J, sketch=self.sketch, sketch_size=self.sketch_size, damping=lam,
@@ -394,7 +394,9 @@ class GaussNewtonRegressor(RegressorMixin, BaseEstimator):
 
                     def solve_all():
                         return [solve_gn(J, Rs[:, j], method=solver, damping=lam, tol=eta, preconditioner=P,
-                                         x0=None if X0 is None else X0[:, j], n_threads=nt) for j in range(k)]
+                                         x0=None if X0 is None else X0[:, j], n_threads=nt,
+                                         _with_products=k == 1)
+                                for j in range(k)]
 
                     results = solve_all()
                     worst = max(res.iterations for res in results)
@@ -410,9 +412,17 @@ class GaussNewtonRegressor(RegressorMixin, BaseEstimator):
                 cg_iterations = sum(res.iterations for res in results)
                 G = np.stack([res.g for res in results], axis=1)
                 G_prev, r_norm_prev = G, r_norm
-                direction = self._sum_rmatvec(Js, G)
-            # Gauss-Newton model of the loss along the step: m(t) = 1/2 sum_j ||r_j - t J_j d||^2.
-            JD = np.stack([Jj.matvec(direction) for Jj in Js], axis=1)
+                if k == 1:
+                    # J^T g and J J^T g: the products the solve's last residual check took of its g
+                    # (bitwise what J.rmatvec and J.matvec give: the step costs no products beyond
+                    # the solve's). (Several outputs: each system is solved with J_0, whose Gram they
+                    # share, and J_0^T g_j is not J_j^T g_j.)
+                    direction, JD = results[0]._products[0], results[0]._products[1][:, None]
+                else:
+                    direction = self._sum_rmatvec(Js, G)
+            if solver == "gd" or k > 1:
+                # Gauss-Newton model of the loss along the step: m(t) = 1/2 sum_j ||r_j - t J_j d||^2.
+                JD = np.stack([Jj.matvec(direction) for Jj in Js], axis=1)
             slope, curvature = float(np.sum(Rs * JD)), float(np.sum(JD * JD))
             predicted = slope - 0.5 * curvature  # m(0) - m(1)
             t = 1.0

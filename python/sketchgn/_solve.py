@@ -465,10 +465,13 @@ class SolveResult:
     method: str = "sketch"
     message: str = ""
     iterations_f32: int = 0
+    # (J^T g as (m, d), J J^T g) when the caller asked for them (the estimator: its step direction and
+    # the model's curvature are these products, which the solve's last residual check has computed)
+    _products: tuple | None = field(default=None, repr=False, compare=False)
 
 
 def solve_gn(J, r, *, method="sketch", damping=0.0, tol=1e-6, maxiter=None, preconditioner=None, x0=None,
-             seed=0, n_threads=None, sketch="auto", sketch_size=None, precision="auto"):
+             seed=0, n_threads=None, sketch="auto", sketch_size=None, precision="auto", _with_products=False):
     """Solve the Gauss-Newton system ``(J J^T + damping I) g = r``.
 
     Parameters
@@ -547,7 +550,7 @@ def solve_gn(J, r, *, method="sketch", damping=0.0, tol=1e-6, maxiter=None, prec
     t_start = time.perf_counter()
     timings = {"sketch": 0.0, "factorization": 0.0, "products": 0.0, "preconditioner": 0.0}
     if method == "exact":
-        return _solve_exact(J, r, damping, tol, nt, timings, t_start)
+        return _solve_exact_columns(J, r[:, None], damping, tol, nt, timings, t_start, _with_products)[0]
 
     R = None
     P = None
@@ -562,7 +565,7 @@ def solve_gn(J, r, *, method="sketch", damping=0.0, tol=1e-6, maxiter=None, prec
     else:
         default_maxiter = 10 * n
     g, info = _core.pcg(J._impl, r, damping, R, tol, default_maxiter if maxiter is None else maxiter, g0, nt,
-                        mixed)
+                        mixed, _with_products)
     timings["products"] = info["seconds_products"]
     timings["preconditioner"] = info["seconds_preconditioner"]
     timings["total"] = time.perf_counter() - t_start
@@ -585,16 +588,14 @@ def solve_gn(J, r, *, method="sketch", damping=0.0, tol=1e-6, maxiter=None, prec
         message = "; ".join(filter(None, [message, "float32 products could not resolve the system: went on "
                                                    "with float64 products"]))
     return SolveResult(g, int(info["iterations"]), float(info["residual"]), bool(info["converged"]), P,
-                       timings, method, message, int(info["iterations_f32"]))
+                       timings, method, message, int(info["iterations_f32"]),
+                       (info["jt_g"], info["jjt_g"]) if _with_products else None)
 
 
-def _solve_exact(J, r, damping, tol, nt, timings, t_start):
-    return _solve_exact_columns(J, r[:, None], damping, tol, nt, timings, t_start)[0]
-
-
-def _solve_exact_columns(J, rs, damping, tol, nt, timings=None, t_start=None):
+def _solve_exact_columns(J, rs, damping, tol, nt, timings=None, t_start=None, with_products=False):
     """The exact solve for each column of rs (n, k): one Gram matrix and one Cholesky factorization
-    shared by the k right-hand sides. Returns k SolveResults (sharing one timings dict)."""
+    shared by the k right-hand sides. Returns k SolveResults (sharing one timings dict; with_products:
+    each with the J^T g and J J^T g that its residual was measured with)."""
     t_start = time.perf_counter() if t_start is None else t_start
     timings = {"sketch": 0.0, "factorization": 0.0, "products": 0.0, "preconditioner": 0.0} \
         if timings is None else timings
@@ -631,14 +632,16 @@ def _solve_exact_columns(J, rs, damping, tol, nt, timings=None, t_start=None):
         g_scaled = _core.solve_upper(R, _core.solve_upper(R, r_scaled, True, nt), False, nt)
         message = f"the Gram matrix is singular: solved with extra damping {extra:.3g}" if extra else ""
         with np.errstate(over="ignore", invalid="ignore"):
-            residual = _relative_residual(r_scaled, J, damping, g_scaled, nt)
+            residual, products = _relative_residual(r_scaled, J, damping, g_scaled, nt, with_products)
             g = g_scaled * r_scale
         converged = residual <= tol
         if not np.isfinite(g).all():
             g = np.zeros_like(g)
             converged, residual = False, 1.0
             message = "the solution is beyond the double range: g = 0 returned"
-        results.append(SolveResult(g, 0, residual, converged, None, timings, "exact", message))
+        if with_products:
+            products = _products_of(J, g, products, nt)
+        results.append(SolveResult(g, 0, residual, converged, None, timings, "exact", message, 0, products))
     timings["cholesky"] += time.perf_counter() - t1
     timings["total"] = time.perf_counter() - t_start
     return results
@@ -654,17 +657,42 @@ def _scaled_norm(v):
     return top * float(np.linalg.norm(v / top))
 
 
-def _relative_residual(r, J, damping, g, nt):
-    """||r - (J J^T + damping I) g|| / ||r||, with the norms scaled (no overflow for huge entries)."""
+def _relative_residual(r, J, damping, g, nt, with_products=False):
+    """||r - (J J^T + damping I) g|| / ||r||, with the norms scaled (no overflow for huge entries);
+    with_products: and the products it took, (J^T v, J J^T v, v) for v = g / a power of two (or None)."""
     if not np.isfinite(g).all():
-        return math.inf
+        return math.inf, None
     r_norm = _scaled_norm(r)
     if not np.any(g):
-        return 0.0 if r_norm == 0.0 else 1.0
+        return (0.0 if r_norm == 0.0 else 1.0), None
     # J J^T g computed on g scaled to a largest entry near 1 (exactly, by a power of two), scaled back
     g_scale = _pow2_scale(g)
-    Ag = J.matvec(J.rmatvec(g / g_scale, n_threads=nt), n_threads=nt)
-    res_norm = _scaled_norm(r - (Ag * g_scale + damping * g))
+    v = g / g_scale
+    JTv = J.rmatvec(v, n_threads=nt)
+    Av = J.matvec(JTv, n_threads=nt)
+    res_norm = _scaled_norm(r - (Av * g_scale + damping * g))
+    products = (JTv, Av, v) if with_products else None
     if r_norm == 0.0:
-        return 0.0 if res_norm == 0.0 else math.inf
-    return res_norm / r_norm
+        return (0.0 if res_norm == 0.0 else math.inf), products
+    return res_norm / r_norm, products
+
+
+def _products_of(J, g, measured, nt):
+    """(J^T g, J J^T g): the products the residual check took of v = g / 2^k, scaled by 2^k when that
+    is exact (v 2^k is g, and no entry leaves the normal range) -- the same bits as J.rmatvec(g) and
+    J.matvec of it -- else computed."""
+    if measured is not None:
+        JTv, Av, v = measured
+        top_g, top_v = float(np.max(np.abs(g))), float(np.max(np.abs(v)))
+        factor = top_g / top_v if top_v > 0 else 0.0
+        if factor > 0 and math.frexp(factor)[0] == 0.5:  # (a power of two)
+            with np.errstate(over="ignore", under="ignore"):
+                scaled = [v * factor, JTv * factor, Av * factor]
+            tiny = np.finfo(float).tiny
+            if np.array_equal(scaled[0], g) and all(
+                np.isfinite(b).all() and not np.any((np.abs(b) < tiny) & (a != 0))
+                for a, b in zip((v, JTv, Av), scaled)
+            ):
+                return scaled[1], scaled[2]
+    JTg = J.rmatvec(g, n_threads=nt)
+    return JTg, J.matvec(JTg, n_threads=nt)

@@ -57,9 +57,20 @@ struct PcgResult {
 // restarts from it; the stopping rule is the same true float64 residual, so the answer meets tol
 // exactly as in float64. A round that does not gain a factor of 10 (float32 rounding, about
 // 6e-8 cond(J J^T), swamps the system) switches the rest of the solve to float64 products.
+//
+// products (optional): receives J^T g (m d entries) and J J^T g (n entries) of the returned g, which
+// a Gauss-Newton step needs next (its direction and the model's curvature). They are the float64
+// products of the last residual check when that was of the returned g (the usual case: no extra
+// cost), else they are computed; either way the same bits as J.rmatvec(g) and J.matvec of it.
+struct SolutionProducts {
+  double* jt_g = nullptr;
+  double* jjt_g = nullptr;
+};
+
 template <class T>
 PcgResult pcg_solve(const ReLUJacobian& J, const double* r, double damping, const T* R,
                     double tol, std::int64_t maxiter, double* g, int n_threads,
-                    const std::function<bool()>& interrupted, bool mixed = false);
+                    const std::function<bool()>& interrupted, bool mixed = false,
+                    const SolutionProducts& products = {});
 
 }  // namespace sketchgn
