@@ -896,3 +896,6 @@ def test_solution_products_are_those_of_the_returned_g(method, r_scale, damping)
         assert np.array_equal(JTg, ref), kw
         assert np.array_equal(JJTg, J.matvec(ref)), kw
     assert sg.solve_gn(J, r, method=method)._products is None
+    # r = 0: g = 0 and its products are zeros (PCG returns before any product)
+    zero = sg.solve_gn(J, np.zeros(120), method=method, _with_products=True)
+    assert not np.any(zero.g) and not np.any(zero._products[0]) and not np.any(zero._products[1])

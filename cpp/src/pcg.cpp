@@ -279,6 +279,10 @@ PcgResult pcg_solve(const ReLUJacobian& J, const double* r, double damping, cons
   const double rhs_norm = norm(rhs);
   if (rhs_norm == 0.0) {
     std::fill(g, g + n, 0.0);
+    if (products.jt_g != nullptr) {
+      std::fill(products.jt_g, products.jt_g + md, 0.0);
+      std::fill(products.jjt_g, products.jjt_g + n, 0.0);
+    }
     out.converged = true;
     out.status = PcgStatus::converged;
     return out;
@@ -450,7 +454,8 @@ PcgResult pcg_solve(const ReLUJacobian& J, const double* r, double damping, cons
     out.residual = 1.0;
   }
   std::copy(x.begin(), x.end(), g);
-  if (products.jt_g != nullptr) solution_products(J, g, rhs_exp - op_exp, jt, jjt, x_products, products, n_threads);
+  if (products.jt_g != nullptr)
+    solution_products(J, g, rhs_exp - op_exp, jt, jjt, x_products, products, n_threads);
   return out;
 }
 
