@@ -727,6 +727,8 @@ def test_fuzz_sketch_preconditioner(data):
     damping = data.draw(DAMPINGS, label="damping")
     seed = data.draw(SEEDS, label="seed")
     n_threads = data.draw(THREADS, label="n_threads")
+    precision = data.draw(valid_or_not(st.sampled_from(["double", "single"]), st.sampled_from(["mixed", None, 1])),
+                          label="precision")
     pass_J = data.draw(weighted((90, "J"), (5, "array"), (5, "None")), label="J kind")
     arg = {"J": J, "array": Jd, "None": None}[pass_J]
     m_pad, d_pad = next_pow2(J.m), next_pow2(J.d)
@@ -743,11 +745,11 @@ def test_fuzz_sketch_preconditioner(data):
     clearly_invalid_size = sketch_size is not None and (not is_int(sketch_size) or sketch_size < 1
                                                          or sketch_size > limit)
     base_valid = (pass_J == "J" and sketch in ("auto", "kronecker", "kronecker_rows", "srht", "gaussian") and valid_damping(damping)
-                  and valid_seed(seed) and valid_threads(n_threads))
+                  and valid_seed(seed) and valid_threads(n_threads) and precision in ("double", "single"))
     # (when the sketch grid is smaller than n, the default size is the whole grid: accepted; an explicit
     # size below n there is refused or accepted -- both are documented readings)
     ok, P = call(sg.SketchPreconditioner, arg, sketch=sketch, sketch_size=sketch_size, damping=damping,
-                 seed=seed, n_threads=n_threads)
+                 seed=seed, n_threads=n_threads, precision=precision)
     if not base_valid or clearly_invalid_size:
         expect(False, ok, P, "SketchPreconditioner()")
         return
@@ -757,6 +759,14 @@ def test_fuzz_sketch_preconditioner(data):
         assert "sketch_size" in str(P), P
         return
     R = np.asarray(P.R)
+    # float32 only when asked for and kept (well conditioned, in range); then R^T R is the sketch's Gram to
+    # float32 accuracy (tests/test_mixed_precision.py), and its solves are float64 solves with that R
+    assert P.precision_ in (("double", "single") if precision == "single" else ("double",)), P.precision_
+    assert R.dtype == (np.float32 if P.precision_ == "single" else np.float64), R.dtype
+    if P.precision_ == "single":
+        pivots = np.abs(np.diagonal(R)).astype(np.float64)
+        assert pivots.max() <= 100 * pivots.min(), "a float32 R kept beyond the documented pivot ratio"
+        R = R.astype(np.float64)
     assert R.shape == (n, n) and np.isfinite(R).all(), "R is not a finite (n, n) matrix"
     assert np.array_equal(R, np.triu(R)), "R is not upper triangular"
     assert np.all(np.diagonal(R) != 0), "R is singular"
