@@ -318,3 +318,41 @@ def test_bad_preconditioner_precision_is_refused(rng, bad):
     J = sg.ReLUJacobian(X, W, a)
     with pytest.raises(ValueError, match="precision must be one of"):
         sg.SketchPreconditioner(J, precision=bad)
+
+
+@pytest.mark.parametrize("scale", [1e-22, 1e19])
+def test_single_row_gram_keeps_its_precision_whatever_the_scale_of_a(rng, scale):
+    # J's entries are |a| |x| / sqrt(m): a tiny a with a huge X (or the reverse) is a well-scaled J, but
+    # the neuron factor Uhat carries a's scale, and its float32 SYRK would under- (over-)flow unless
+    # Uhat is rescaled first (found in review: R kept in "single" yet 3-7% off the float64 R).
+    n, m, d = 200, 2048, 16
+    X, W, a = problem(rng, n, m, d)
+    J = sg.ReLUJacobian(X / scale, W, a * scale)
+    single = sg.SketchPreconditioner(J, sketch="kronecker_rows", precision="single", seed=1)
+    double = sg.SketchPreconditioner(J, sketch="kronecker_rows", seed=1)
+    assert single.precision_ == "single"
+    R64 = single.R.astype(np.float64)
+    G = sketch_gram(J, single, 0.0)
+    assert rel_err(R64.T @ R64, G) <= 5 * EPS32
+    assert rel_err(R64, double.R) <= 20 * EPS32
+
+
+def test_a_preconditioner_that_fell_back_refreshes_in_double(rng):
+    J_ill, _, _ = conditioned_problem(1e8, n=400, m=2048, d=8)
+    P = sg.SketchPreconditioner(J_ill, precision="single", seed=2)
+    assert P.precision == "single" and P.precision_ == "double"
+    J_well = sg.ReLUJacobian(*problem(rng, 400, 2048, 8))
+    assert sg.SketchPreconditioner(J_well, precision="single", seed=2).precision_ == "single"
+    # (a refusal is remembered: the next Jacobians of a fit are close to this one)
+    assert P.refresh(J_well).precision_ == "double" and P.R.dtype == np.float64
+
+
+def test_unpickling_a_preconditioner_from_before_the_precision_option(rng):
+    J = sg.ReLUJacobian(*problem(rng, 60, 256, 8))
+    P = sg.SketchPreconditioner(J)
+    state = dict(P.__dict__)
+    del state["precision"], state["precision_"]
+    old = object.__new__(sg.SketchPreconditioner)
+    old.__setstate__(state)
+    assert (old.precision, old.precision_) == ("double", "double") and "precision_='double'" in repr(old)
+    assert np.array_equal(old.refresh(J).R, P.R)

@@ -899,3 +899,21 @@ def test_solution_products_are_those_of_the_returned_g(method, r_scale, damping)
     # r = 0: g = 0 and its products are zeros (PCG returns before any product)
     zero = sg.solve_gn(J, np.zeros(120), method=method, _with_products=True)
     assert not np.any(zero.g) and not np.any(zero._products[0]) and not np.any(zero._products[1])
+
+
+def test_solution_products_are_reused_not_recomputed(monkeypatch):
+    # The point of handing them back: no products beyond the solve's own. PCG says so in its info; the
+    # exact solve is counted through the Jacobian's rmatvec (one, for its residual check).
+    J, r, _ = make_problem(300, 1024, 16, seed=4)
+    for method in ("sketch", "cg"):
+        res = sg.solve_gn(J, r, method=method, tol=1e-8)
+        R = res.preconditioner._R_apply if res.preconditioner is not None else None
+        for x0 in (np.zeros(300), 0.5 * res.g):
+            g, info = _core.pcg(J._impl, r, 0.0, R, 1e-8, 1000, x0, 1, method == "sketch", True)
+            assert info["status"] == "converged" and info["products_reused"], (method, info["status"])
+            assert np.array_equal(info["jt_g"], J.rmatvec(g))
+    calls = []
+    original = J.rmatvec
+    monkeypatch.setattr(J, "rmatvec", lambda *args, **kw: calls.append(1) or original(*args, **kw))
+    res = sg.solve_gn(J, r, method="exact", _with_products=True)
+    assert len(calls) == 1 and res._products is not None

@@ -6,6 +6,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "sketchgn/rounding.hpp"
+
 namespace sketchgn {
 
 namespace {
@@ -65,7 +67,7 @@ bool sketch_gram_upper(const Real* T, i64 n, i64 s, double shift, Real* C, const
     if (interrupted && interrupted()) return false;
   }
   if (shift != 0.0)
-    for (i64 i = 0; i < n; ++i) C[i * n + i] += static_cast<Real>(shift);
+    for (i64 i = 0; i < n; ++i) C[i * n + i] = round_to<Real>(static_cast<double>(C[i * n + i]) + shift);
   return true;
 }
 

@@ -10,6 +10,7 @@
 
 #include "sketchgn/fwht.hpp"
 #include "sketchgn/random.hpp"
+#include "sketchgn/rounding.hpp"
 
 namespace sketchgn {
 
@@ -176,8 +177,8 @@ void scale_by_feature_gram_upper(const ReLUJacobian& J, double factor, double sh
     }
     Real* ci = C + i * n;
     // (the products in double: a float32 C is rounded once)
-    for (i64 j = i; j < n; ++j) ci[j] = static_cast<Real>(factor * (static_cast<double>(ci[j]) * dot[j]));
-    ci[i] = static_cast<Real>(static_cast<double>(ci[i]) + shift);
+    for (i64 j = i; j < n; ++j) ci[j] = round_to<Real>(factor * (static_cast<double>(ci[j]) * dot[j]));
+    ci[i] = round_to<Real>(static_cast<double>(ci[i]) + shift);
   }
 }
 

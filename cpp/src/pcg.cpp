@@ -69,8 +69,9 @@ bool all_finite(const std::vector<double>& a) {
 
 // J^T g and J J^T g for `products`: the float64 products of the last true residual, taken at the
 // scaled iterate x_products, when that is the returned g scaled by 2^-shift and the power of two
-// carries them back exactly (no entry leaves the normal range); else computed from g.
-void solution_products(const ReLUJacobian& J, const double* g, int shift, const std::vector<double>& jt_x,
+// carries them back exactly (no entry leaves the normal range); else computed from g. Returns
+// whether they were reused.
+bool solution_products(const ReLUJacobian& J, const double* g, int shift, const std::vector<double>& jt_x,
                        const std::vector<double>& jjt_x, const std::vector<double>& x_products,
                        const SolutionProducts& products, int n_threads) {
   const i64 n = J.n(), md = J.m() * J.d();
@@ -85,10 +86,11 @@ void solution_products(const ReLUJacobian& J, const double* g, int shift, const 
   if (reuse && exact(jt_x) && exact(jjt_x)) {
     for (i64 k = 0; k < md; ++k) products.jt_g[k] = std::ldexp(jt_x[k], shift);
     for (i64 i = 0; i < n; ++i) products.jjt_g[i] = std::ldexp(jjt_x[i], shift);
-    return;
+    return true;
   }
   J.rmatvec(g, products.jt_g, n_threads);
   J.matvec(products.jt_g, products.jjt_g, n_threads);
+  return false;
 }
 
 }  // namespace
@@ -455,7 +457,7 @@ PcgResult pcg_solve(const ReLUJacobian& J, const double* r, double damping, cons
   }
   std::copy(x.begin(), x.end(), g);
   if (products.jt_g != nullptr)
-    solution_products(J, g, rhs_exp - op_exp, jt, jjt, x_products, products, n_threads);
+    out.products_reused = solution_products(J, g, rhs_exp - op_exp, jt, jjt, x_products, products, n_threads);
   return out;
 }
 

@@ -50,13 +50,16 @@ R_DIAGONAL_FLOOR = 1e-10
 # 1e-16 relative, let the preconditioner amplify rounding in the null space to O(1): CG on consistent
 # singular systems then stagnated or not depending on the last bit of the triangular solves.)
 SINGULAR_PIVOT = 1e-6
-# precision="single": the float32 R is kept only when its pivots bound cond(R) below this (both the
-# ratio of its largest to its smallest pivot and the ratio sqrt(C_ii) / R_ii are lower bounds of
-# cond(R)); else the factorization is done again in float64. The float32 rounding perturbs the
-# preconditioned matrix by about 1e-9 cond(C) (measured ||R^-T (R^T R - C) R^-1||: 3e-5, 1e-3, 8e-3,
-# 0.12 and 0.7 at cond(C) 6e2, 6e4, 1e6, 1e7 and 6e7, where the pivot ratio was 5, 33, 140, 450 and
-# 1000; CG iterations to 1e-6 were the same as with the float64 R in all five, n = 400, m = 2048, d = 8,
-# and at n = 8000, m = 16384, d = 32, pivot ratio 3). 1e2 keeps the perturbation near 1e-2.
+# precision="single": the float32 R is kept only when both the ratio of its largest to its smallest
+# pivot and the ratios sqrt(C_ii) / R_ii stay below this; else the factorization is done again in
+# float64. Both are lower bounds of cond(R), not estimates: on Grams of ReLU Jacobians cond(R) measured
+# 4 to 9 times the pivot ratio, but an adversarial (Kahan-like) sketch can hide a large cond(R) behind
+# small pivot ratios, and then costs CG iterations (never accuracy: the stopping rule is the float64
+# residual). The float32 rounding perturbs the preconditioned matrix by about 1e-8 cond(C) (measured
+# ||R^-T (R^T R - C) R^-1||: 3e-5, 1e-3, 8e-3, 0.12 and 0.7 at cond(C) 6e2, 6e4, 1e6, 1e7 and 6e7,
+# where the pivot ratio was 5, 33, 140, 450 and 1000; CG iterations to 1e-6 were the same as with the
+# float64 R in all five, n = 400, m = 2048, d = 8, and at n = 8000, m = 16384, d = 32, pivot ratio 3).
+# 1e2 keeps the perturbation near 1e-2 on such Grams.
 SINGLE_MAX_PIVOT_RATIO = 1e2
 
 
@@ -198,13 +201,16 @@ class SketchPreconditioner:
         "qr": Householder QR (robust); "auto": CholeskyQR, falling back to QR when the Cholesky
         fails or its pivots lose more than half the digits.
     precision : {"double", "single"}, default "double"
-        Arithmetic of CholeskyQR's Gram and Cholesky. "single": float32 (about twice as fast, half
-        the memory), and R is float32: its rounding perturbs the preconditioner by about 1e-9
-        cond(J J^T + damping I), which leaves CG's iteration count unchanged while that is small;
-        so the float32 R is kept only when its pivots show cond(R) < 100 (cond < 1e4 of the Gram of
-        the sketch), and the factorization is otherwise done again in float64 (``precision_`` says
-        which ran). :func:`solve_gn` with mixed precision and the estimator build theirs in
-        "single". Householder QR is always float64.
+        Arithmetic of CholeskyQR. "single": the Cholesky in float32 (about twice as fast), and for
+        "kronecker_rows" the Gram of the sketch too (the other sketches form it in float64 and round
+        it); R is then float32. Its rounding perturbs the preconditioner by about 1e-8
+        cond(J J^T + damping I), which leaves CG's iteration count unchanged while that is small; so
+        the float32 R is kept only while its pivot ratios (max/min pivot, sqrt(C_ii) / R_ii) stay
+        below 100 -- lower bounds of cond(R), which measured 4-9x that on Jacobian Grams -- and the
+        factorization is otherwise done again in float64 (``precision_`` says which ran; a
+        preconditioner that had to fall back factors in float64 on its refreshes too). A poor R
+        that slips through costs CG iterations, never accuracy. :func:`solve_gn` with mixed
+        precision and the estimator build theirs in "single". Householder QR is always float64.
 
     Attributes
     ----------
@@ -284,10 +290,15 @@ class SketchPreconditioner:
                 f"for, got {(J.n, J.m, J.d)}"
             )
         nt = resolve_n_threads(self._n_threads if n_threads is None else n_threads)
-        # the sketch T (n, s) (or Uhat (n, rows)), the Gram of the sketch and R (n, n), and R's float32 copy
+        # (a preconditioner whose float32 factorization was refused once is not tried in float32 again:
+        # the next Jacobians are close to this one, and each refusal costs a float32 factorization)
+        precision = "double" if getattr(self, "precision_", None) == "double" else self.precision
+        # the sketch T (n, s) (or Uhat (n, rows), and its float32 copy), the Gram of the sketch and R
+        # (n, n), and R's float32 copy
         rows = self.sketch_size // _grid(J)[1] if self.sketch_ == "kronecker_rows" else None
         held = J.n * (rows if rows else self.sketch_size)
-        check_memory(8 * held + 20 * J.n * J.n, f"a sketch of {self.sketch_size} rows for n = {J.n} samples")
+        check_memory((12 if rows and precision == "single" else 8) * held + 20 * J.n * J.n,
+                     f"a sketch of {self.sketch_size} rows for n = {J.n} samples")
         t0 = time.perf_counter()
         if rows:
             sketch = _RowSketch(J, _core.sketch_neuron_rows(J._impl, rows, self.seed, nt), self.sketch_size,
@@ -296,7 +307,7 @@ class SketchPreconditioner:
             sketch = _ExplicitSketch(
                 _core.sketch_jacobian_transpose(J._impl, self.sketch_, self.sketch_size, self.seed, nt))
         t1 = time.perf_counter()
-        R, used, precision = _factor(sketch, self.damping, self.factorization, self.precision)
+        R, used, precision = _factor(sketch, self.damping, self.factorization, precision)
         R_apply = R if R.dtype == np.float32 else _apply_copy(R)
         t2 = time.perf_counter()
         self._R = R
@@ -306,6 +317,12 @@ class SketchPreconditioner:
         self.precision_ = precision
         self.timings = {"sketch": t1 - t0, "factorization": t2 - t1}
         return self
+
+    def __setstate__(self, state):
+        # (pickles from before the precision option: float64)
+        state.setdefault("precision", "double")
+        state.setdefault("precision_", "double")
+        self.__dict__.update(state)
 
     def solve(self, z, n_threads=None):
         """``R^-1 z``."""
@@ -466,7 +483,8 @@ class SolveResult:
     message: str = ""
     iterations_f32: int = 0
     # (J^T g as (m, d), J J^T g) when the caller asked for them (the estimator: its step direction and
-    # the model's curvature are these products, which the solve's last residual check has computed)
+    # the model's curvature are these products, which the solve's last residual check has computed;
+    # see _products_of and pcg.hpp for when they are reused)
     _products: tuple | None = field(default=None, repr=False, compare=False)
 
 
@@ -680,7 +698,8 @@ def _relative_residual(r, J, damping, g, nt, with_products=False):
 def _products_of(J, g, measured, nt):
     """(J^T g, J J^T g): the products the residual check took of v = g / 2^k, scaled by 2^k when that
     is exact (v 2^k is g, and no entry leaves the normal range) -- the same bits as J.rmatvec(g) and
-    J.matvec of it -- else computed."""
+    J.matvec of it, unless terms of those sums come near the underflow threshold (|entries| ~ 1e-300),
+    where they agree to rounding -- else computed."""
     if measured is not None:
         JTv, Av, v = measured
         top_g, top_v = float(np.max(np.abs(g))), float(np.max(np.abs(v)))

@@ -44,6 +44,7 @@ struct PcgResult {
   double seconds_preconditioner = 0.0;
   std::int64_t iterations_f32 = 0;  // of `iterations`, those with float32 products (mixed precision)
   bool mixed_fallback = false;      // mixed precision was asked for and fell back to float64 products
+  bool products_reused = false;     // `products` came from the last residual check (none computed)
 };
 
 // Solves (J J^T + damping I) g = r. R may be null (plain CG). g holds the initial guess on entry
@@ -61,7 +62,9 @@ struct PcgResult {
 // products (optional): receives J^T g (m d entries) and J J^T g (n entries) of the returned g, which
 // a Gauss-Newton step needs next (its direction and the model's curvature). They are the float64
 // products of the last residual check when that was of the returned g (the usual case: no extra
-// cost), else they are computed; either way the same bits as J.rmatvec(g) and J.matvec of it.
+// cost; PcgResult::products_reused), else they are computed. The check's products were of g scaled
+// by a power of two, so they are the same bits as J.rmatvec(g) and J.matvec of it unless terms of
+// those sums come near the underflow threshold (|entries| ~ 1e-300), where they agree to rounding.
 struct SolutionProducts {
   double* jt_g = nullptr;
   double* jjt_g = nullptr;
