@@ -18,7 +18,8 @@ Real round_to(double v) {
     if (std::isnan(v)) return std::numeric_limits<Real>::quiet_NaN();
     if (std::abs(v) > top) {
       // (values that round to max rather than overflow: IEEE rounds to nearest, so up to max + ulp/2)
-      const double half_ulp = std::ldexp(1.0, std::numeric_limits<Real>::max_exponent - std::numeric_limits<Real>::digits - 1);
+      using limits = std::numeric_limits<Real>;
+      const double half_ulp = std::ldexp(1.0, limits::max_exponent - limits::digits - 1);
       if (std::abs(v) < top + half_ulp) return std::copysign(std::numeric_limits<Real>::max(), v);
       return std::copysign(std::numeric_limits<Real>::infinity(), v);
     }
