@@ -11,6 +11,7 @@ where a full Gauss-Newton step overshoots).
 from __future__ import annotations
 
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -561,3 +562,28 @@ def test_bad_data_raises(small_problem):
         fitted.predict(X[:, :-1])
     with pytest.raises(ValueError, match="NaN"):
         fitted.predict(Xn)
+
+
+@pytest.mark.parametrize("which", ["y", "X"])
+def test_an_overflowing_initial_loss_is_refused_clearly(which):
+    # Finite data whose squared loss overflows float64: a ValueError saying so (it used to be a
+    # RuntimeWarning and a silent fit of zero steps with loss inf), the estimator left consistent.
+    rng = np.random.default_rng(3)
+    X, y = rng.standard_normal((40, 4)), rng.standard_normal(40)
+    if which == "y":
+        y = y * 1e200
+    else:
+        X = X * 1e160  # (f ~ |X| |W|: its square overflows)
+    est = sg.GaussNewtonRegressor(width=32, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # (and no RuntimeWarning on the way)
+        with pytest.raises(ValueError, match=r"overflows float64.*rescale X and y"):
+            est.fit(X, y)
+    assert est.n_iter_ == 0 and est.history_ == [] and est.W_.shape == (32, 4)
+    # the same data rescaled trains
+    scale = float(np.max(np.abs(y if which == "y" else X)))
+    if which == "y":
+        est.fit(X, y / scale)
+    else:
+        est.fit(X / scale, y)
+    assert est.n_iter_ > 0 and est.loss_curve_[-1] < est.loss_curve_[0]

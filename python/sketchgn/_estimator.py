@@ -326,8 +326,9 @@ class GaussNewtonRegressor(RegressorMixin, BaseEstimator):
         """(Jacobians, residuals (n, k), loss): one ReLUJacobian per output (they share the pattern
         of W; J_j differs from J_0 only by the signs a_j * a_0 of its neurons)."""
         Js = [ReLUJacobian(X, W, a, threshold=threshold, n_threads=nt) for a in A]
-        Rs = np.stack([J.forward() for J in Js], axis=1) - Y
-        return Js, Rs, 0.5 * float(np.sum(Rs * Rs))
+        with np.errstate(over="ignore", invalid="ignore"):  # (an overflowing loss is inf: refused or not accepted)
+            Rs = np.stack([J.forward() for J in Js], axis=1) - Y
+            return Js, Rs, 0.5 * float(np.sum(Rs * Rs))
 
     @staticmethod
     def _sum_rmatvec(Js, U):
@@ -349,6 +350,13 @@ class GaussNewtonRegressor(RegressorMixin, BaseEstimator):
         k = Y.shape[1]
         t_start = time.perf_counter()
         Js, Rs, loss = self._evaluate(X, W, A, threshold, nt, Y)
+        if not math.isfinite(loss):
+            # (the weights published so far are the initial ones, with an empty history: consistent)
+            raise ValueError(
+                f"the loss 1/2 ||f(X) - y||^2 at the initial weights overflows float64 (largest |y| "
+                f"{float(np.max(np.abs(Y))):.3g}, largest |X| {float(np.max(np.abs(X))):.3g}): rescale X and y, "
+                f"e.g. with sklearn.preprocessing.StandardScaler"
+            )
         J = Js[0]
         loss0 = loss
         self.loss_curve_ = [loss]
