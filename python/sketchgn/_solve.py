@@ -395,8 +395,8 @@ def _factor(sketch, damping, how, precision="double"):
 
 def _factor_single(sketch, damping):
     """CholeskyQR in float32: R (float32), or None when the Cholesky fails, the Gram leaves the range
-    where float32 keeps its relative precision, or R's pivots show cond(R) >= SINGLE_MAX_PIVOT_RATIO
-    (then neither the diagonal floor nor the singular shift of the float64 path is ever needed)."""
+    where float32 keeps its relative precision, or R's pivot ratios reach SINGLE_MAX_PIVOT_RATIO
+    (below it neither the diagonal floor nor the singular shift of the float64 path is ever needed)."""
     C = sketch.gram(damping, single=True)
     scale = np.sqrt(np.diagonal(C).astype(np.float64))  # (the diagonal of a Gram: >= 0, or inf / NaN)
     top = float(scale.max(initial=0.0))
