@@ -3,11 +3,6 @@
 // back briefly between iterations to let Ctrl-C through).
 #include <Python.h>
 
-#include <algorithm>
-#include <cmath>
-#include <type_traits>
-#include <vector>
-
 #include "bindings.hpp"
 #include "sketchgn/dense_cholesky.hpp"
 #include "sketchgn/jacobian_sketch.hpp"
@@ -161,26 +156,7 @@ void bind_solver(py::module_& m) {
       SignalPoll poll;
       {
         py::gil_scoped_release release;
-        std::vector<Real> rounded;
-        const Real* ur;
-        double factor = 1.0 / static_cast<double>(rows);
-        if constexpr (std::is_same_v<Real, double>) {
-          ur = u;
-        } else {
-          // Uhat carries a's scale (entries ~ |a|): divided by a power of two near its largest entry
-          // before the rounding, so that neither it nor its float32 SYRK under- or overflows whatever
-          // that scale (J's entries are |a| |x| / sqrt(m): |a| = 1e-22 with |x| = 1e22 is a fine
-          // Jacobian); the power comes back, exactly, in the double factor of the Hadamard step.
-          double top = 0.0;
-          for (std::int64_t k = 0; k < n * rows; ++k) top = std::max(top, std::abs(u[k]));
-          const int e = top > 0.0 && std::isfinite(top) ? std::ilogb(top) : 0;
-          rounded.resize(static_cast<std::size_t>(n * rows));
-          for (std::int64_t k = 0; k < n * rows; ++k) rounded[k] = static_cast<float>(std::ldexp(u[k], -e));
-          factor = std::ldexp(factor, 2 * e);
-          ur = rounded.data();
-        }
-        if (sketch_gram_upper<Real>(ur, n, rows, 0.0, c, std::ref(poll)))
-          scale_by_feature_gram_upper<Real>(J, factor, shift, c, n_threads);
+        neuron_rows_gram_upper<Real>(J, u, rows, shift, c, n_threads, std::ref(poll));
       }
       if (poll.signalled) throw py::error_already_set();
       return py::array(C);

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
+#include <type_traits>
 #include <vector>
 
 #include "sketchgn/fwht.hpp"
@@ -153,6 +154,10 @@ void sketch_jacobian_rows(const ReLUJacobian& J, const NeuronRowSketch& S, doubl
   }
 }
 
+namespace {
+
+// C <- factor (C o X X^T) + shift I on the upper triangle of C (n, n) row-major (the products in
+// double, each entry rounded to Real once).
 template <class Real>
 void scale_by_feature_gram_upper(const ReLUJacobian& J, double factor, double shift, Real* C, int n_threads) {
   const i64 n = J.n(), d = J.d(), d_pad = J.d_padded();
@@ -182,7 +187,34 @@ void scale_by_feature_gram_upper(const ReLUJacobian& J, double factor, double sh
   }
 }
 
-template void scale_by_feature_gram_upper<double>(const ReLUJacobian&, double, double, double*, int);
-template void scale_by_feature_gram_upper<float>(const ReLUJacobian&, double, double, float*, int);
+}  // namespace
+
+template <class Real>
+bool neuron_rows_gram_upper(const ReLUJacobian& J, const double* Uhat, i64 rows, double shift, Real* C,
+                            int n_threads, const InterruptCheck& interrupted) {
+  const i64 n = J.n();
+  double factor = 1.0 / static_cast<double>(rows);
+  if constexpr (std::is_same_v<Real, double>) {
+    if (!sketch_gram_upper<double>(Uhat, n, rows, 0.0, C, interrupted)) return false;
+  } else {
+    // Uhat carries a's scale (entries ~ |a|; J's entries are |a| |x| / sqrt(m), and |a| = 1e-22 with
+    // |x| = 1e22 is a fine Jacobian): divided by 2^e near its largest entry before the rounding, and
+    // 2^(2e) comes back, exactly, in the double factor of the Hadamard step.
+    double top = 0.0;
+    for (i64 k = 0; k < n * rows; ++k) top = std::max(top, std::abs(Uhat[k]));
+    const int e = top > 0.0 && std::isfinite(top) ? std::ilogb(top) : 0;
+    std::vector<float> rounded(static_cast<std::size_t>(n * rows));
+    for (i64 k = 0; k < n * rows; ++k) rounded[k] = static_cast<float>(std::ldexp(Uhat[k], -e));
+    factor = std::ldexp(factor, 2 * e);
+    if (!sketch_gram_upper<float>(rounded.data(), n, rows, 0.0, C, interrupted)) return false;
+  }
+  scale_by_feature_gram_upper<Real>(J, factor, shift, C, n_threads);
+  return true;
+}
+
+template bool neuron_rows_gram_upper<double>(const ReLUJacobian&, const double*, i64, double, double*, int,
+                                             const InterruptCheck&);
+template bool neuron_rows_gram_upper<float>(const ReLUJacobian&, const double*, i64, double, float*, int,
+                                            const InterruptCheck&);
 
 }  // namespace sketchgn

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "sketchgn/dense_cholesky.hpp"
 #include "sketchgn/kronecker_srht.hpp"
 #include "sketchgn/relu_jacobian.hpp"
 #include "sketchgn/srht.hpp"
@@ -52,9 +53,14 @@ void sketch_neuron_rows(const ReLUJacobian& J, const NeuronRowSketch& S, double*
 // T (n, n_out) = (S J^T)^T explicitly (for Householder QR and the tests): row i is
 // (1/sqrt(n_out)) Uhat_i (x) (H D2 x_i), cell (k, q) at column k d_pad + q.
 void sketch_jacobian_rows(const ReLUJacobian& J, const NeuronRowSketch& S, double* T, int n_threads);
-// C <- factor (C o X X^T) + shift I on the upper triangle of C (n, n) row-major; Real is double or
-// float (the products are formed in double either way).
+// C (n, n) row-major, upper triangle = (Uhat Uhat^T o X X^T) / rows + shift I: the Gram of the
+// "kronecker_rows" sketch of J^T from its factor Uhat (n, rows). Real is double or float: in float32
+// Uhat is rounded (after a division by a power of two near its largest entry, so that neither it nor
+// its SYRK under- or overflows whatever the scale of a) and the SYRK runs in float32; the Hadamard
+// product is formed in double either way and rounded once. Entries beyond float's range are +-inf.
+// Returns false if interrupted (C is then unspecified).
 template <class Real>
-void scale_by_feature_gram_upper(const ReLUJacobian& J, double factor, double shift, Real* C, int n_threads);
+bool neuron_rows_gram_upper(const ReLUJacobian& J, const double* Uhat, std::int64_t rows, double shift, Real* C,
+                            int n_threads, const InterruptCheck& interrupted);
 
 }  // namespace sketchgn
