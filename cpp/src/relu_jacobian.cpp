@@ -4,14 +4,13 @@
 
 #include <Eigen/Core>
 #include <algorithm>
-#include <cfloat>
 #include <cmath>
 #include <cstring>
-#include <limits>
 #include <stdexcept>
 
 #include "kernels/jacobian_kernels.hpp"
 #include "kernels/select.hpp"
+#include "sketchgn/rounding.hpp"
 
 namespace sketchgn {
 namespace {
@@ -344,13 +343,6 @@ namespace {
 // Largest |x| or |a| the float32 operator accepts: far enough below FLT_MAX that the conversions are
 // exact-or-rounded, never out of range (which would be undefined behaviour).
 constexpr double kFloat32Limit = 1e30;
-
-float to_float(double v) {
-  // (a vector of CG can exceed the float range even when X and a do not: it becomes +-inf, and the
-  // caller sees a non-finite result and falls back to float64)
-  if (std::abs(v) <= static_cast<double>(FLT_MAX) || std::isnan(v)) return static_cast<float>(v);
-  return v > 0 ? std::numeric_limits<float>::infinity() : -std::numeric_limits<float>::infinity();
-}
 }  // namespace
 
 bool GramOperatorF32::applicable(const ReLUJacobian& J) {
@@ -366,11 +358,11 @@ bool GramOperatorF32::applicable(const ReLUJacobian& J) {
 GramOperatorF32::GramOperatorF32(const ReLUJacobian& J) : J_(J) {
   const i64 n = J.n(), d_pad = J.d_padded(), m_pad = J.m_padded();
   x_.resize(static_cast<std::size_t>(n * d_pad));
-  for (i64 i = 0; i < n * d_pad; ++i) x_[i] = to_float(J.x_padded()[i]);
+  for (i64 i = 0; i < n * d_pad; ++i) x_[i] = round_to<float>(J.x_padded()[i]);
   // J J^T p = sum_r a_r^2 / m D_ir x_i . (sum_j p_j D_jr x_j): the scale of both products in one factor
   a2_.assign(static_cast<std::size_t>(m_pad), 0.0f);
   const double inv_m = 1.0 / static_cast<double>(J.m());
-  for (i64 r = 0; r < J.m(); ++r) a2_[r] = to_float(J.a()[r] * J.a()[r] * inv_m);
+  for (i64 r = 0; r < J.m(); ++r) a2_[r] = round_to<float>(J.a()[r] * J.a()[r] * inv_m);
   u_.resize(static_cast<std::size_t>(n));
   gt_.resize(static_cast<std::size_t>(d_pad * m_pad));
 }
@@ -381,7 +373,7 @@ void GramOperatorF32::apply(const double* p, double* q, int n_threads) {
   const i64 row_bytes = J_.row_bytes();
   const std::uint8_t* bits = J_.bits();
   const int threads = threads_for(static_cast<double>(n) * m * d, n_threads);
-  for (i64 i = 0; i < n; ++i) u_[i] = to_float(p[i]);
+  for (i64 i = 0; i < n; ++i) u_[i] = round_to<float>(p[i]);
   const i64 blocks = (m_pad + kNeuronBlock - 1) / kNeuronBlock;
   const i64 block = std::min(kNeuronBlock, matvec_block(d_pad, sizeof(float)));
   std::vector<float> work(static_cast<std::size_t>(threads * d_pad * block));

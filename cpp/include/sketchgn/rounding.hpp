@@ -6,24 +6,17 @@
 
 namespace sketchgn {
 
-// v rounded to Real; beyond Real's range, +-inf (as IEEE rounding gives). A static_cast of an
-// out-of-range double to float is undefined behaviour in C++, so float32 paths convert through this
-// and their callers test the result for inf.
+// v rounded to Real; beyond Real's largest finite value, +-inf. A static_cast of an out-of-range
+// double to float is undefined behaviour in C++, so float32 paths convert through this and their
+// callers see the result non-finite (and fall back to float64, or refuse it).
 template <class Real>
 Real round_to(double v) {
   if constexpr (std::is_same_v<Real, double>) {
     return v;
   } else {
-    constexpr double top = static_cast<double>(std::numeric_limits<Real>::max());
-    if (std::isnan(v)) return std::numeric_limits<Real>::quiet_NaN();
-    if (std::abs(v) > top) {
-      // (values that round to max rather than overflow: IEEE rounds to nearest, so up to max + ulp/2)
-      using limits = std::numeric_limits<Real>;
-      const double half_ulp = std::ldexp(1.0, limits::max_exponent - limits::digits - 1);
-      if (std::abs(v) < top + half_ulp) return std::copysign(std::numeric_limits<Real>::max(), v);
-      return std::copysign(std::numeric_limits<Real>::infinity(), v);
-    }
-    return static_cast<Real>(v);
+    if (std::abs(v) <= static_cast<double>(std::numeric_limits<Real>::max()) || std::isnan(v))
+      return static_cast<Real>(v);
+    return v > 0 ? std::numeric_limits<Real>::infinity() : -std::numeric_limits<Real>::infinity();
   }
 }
 
