@@ -308,7 +308,7 @@ class SketchPreconditioner:
                 _core.sketch_jacobian_transpose(J._impl, self.sketch_, self.sketch_size, self.seed, nt))
         t1 = time.perf_counter()
         R, used, precision = _factor(sketch, self.damping, self.factorization, precision)
-        R_apply = R if R.dtype == np.float32 else _apply_copy(R)
+        R_apply = _apply_copy(R)
         t2 = time.perf_counter()
         self._R = R
         self._R_apply = R_apply
@@ -344,8 +344,9 @@ class SketchPreconditioner:
 def _apply_copy(R):
     """The R that CG applies: float32 when its range allows (the triangular solves are memory-bound,
     so this halves their time; the rounding, ~6e-8 relative per entry, perturbs the preconditioned
-    matrix by about cond(R) * 6e-8, far below what changes CG's convergence), else R itself."""
-    if R.size == 0:
+    matrix by about cond(R) * 6e-8, far below what changes CG's convergence), else R itself (also
+    when R is float32 already: precision="single")."""
+    if R.size == 0 or R.dtype == np.float32:
         return R
     big = max(float(R.max()), -float(R.min()))  # (no |R| temporary: n^2 doubles of page faults)
     small = float(np.abs(np.diagonal(R)).min())
@@ -652,6 +653,8 @@ def _solve_exact_columns(J, rs, damping, tol, nt, timings=None, t_start=None, wi
         with np.errstate(over="ignore", invalid="ignore"):
             residual, products = _relative_residual(r_scaled, J, damping, g_scaled, nt, with_products)
             g = g_scaled * r_scale
+        if products is not None:  # (of v = g_scaled / g_scale: g should be v times g_scale r_scale)
+            products = products[:3] + (products[3] * r_scale,)
         converged = residual <= tol
         if not np.isfinite(g).all():
             g = np.zeros_like(g)
@@ -677,7 +680,7 @@ def _scaled_norm(v):
 
 def _relative_residual(r, J, damping, g, nt, with_products=False):
     """||r - (J J^T + damping I) g|| / ||r||, with the norms scaled (no overflow for huge entries);
-    with_products: and the products it took, (J^T v, J J^T v, v) for v = g / a power of two (or None)."""
+    with_products: and the products it took, (J^T v, J J^T v, v, 2^k) for v = g / 2^k (or None)."""
     if not np.isfinite(g).all():
         return math.inf, None
     r_norm = _scaled_norm(r)
@@ -689,29 +692,25 @@ def _relative_residual(r, J, damping, g, nt, with_products=False):
     JTv = J.rmatvec(v, n_threads=nt)
     Av = J.matvec(JTv, n_threads=nt)
     res_norm = _scaled_norm(r - (Av * g_scale + damping * g))
-    products = (JTv, Av, v) if with_products else None
+    products = (JTv, Av, v, g_scale) if with_products else None
     if r_norm == 0.0:
         return (0.0 if res_norm == 0.0 else math.inf), products
     return res_norm / r_norm, products
 
 
 def _products_of(J, g, measured, nt):
-    """(J^T g, J J^T g): the products the residual check took of v = g / 2^k, scaled by 2^k when that
-    is exact (v 2^k is g, and no entry leaves the normal range) -- the same bits as J.rmatvec(g) and
-    J.matvec of it, unless terms of those sums come near the underflow threshold (|entries| ~ 1e-300),
-    where they agree to rounding -- else computed."""
+    """(J^T g, J J^T g): the products (J^T v, J J^T v, v, 2^k) the residual check took, scaled by
+    2^k when that is exact (v 2^k is g, and no entry leaves the normal range) -- the same bits as
+    J.rmatvec(g) and J.matvec of it, unless terms of those sums come near the underflow threshold
+    (|entries| ~ 1e-300), where they agree to rounding -- else computed."""
     if measured is not None:
-        JTv, Av, v = measured
-        top_g, top_v = float(np.max(np.abs(g))), float(np.max(np.abs(v)))
-        factor = top_g / top_v if top_v > 0 else 0.0
-        if factor > 0 and math.frexp(factor)[0] == 0.5:  # (a power of two)
-            with np.errstate(over="ignore", under="ignore"):
-                scaled = [v * factor, JTv * factor, Av * factor]
-            tiny = np.finfo(float).tiny
-            if np.array_equal(scaled[0], g) and all(
-                np.isfinite(b).all() and not np.any((np.abs(b) < tiny) & (a != 0))
-                for a, b in zip((v, JTv, Av), scaled)
-            ):
-                return scaled[1], scaled[2]
+        JTv, Av, v, factor = measured
+        with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+            scaled = (v * factor, JTv * factor, Av * factor)
+        tiny = np.finfo(float).tiny
+        if np.array_equal(scaled[0], g) and all(
+            np.isfinite(b).all() and not np.any((np.abs(b) < tiny) & (a != 0)) for a, b in zip((v, JTv, Av), scaled)
+        ):
+            return scaled[1:]
     JTg = J.rmatvec(g, n_threads=nt)
     return JTg, J.matvec(JTg, n_threads=nt)
